@@ -1,0 +1,154 @@
+/*
+ * Internal interfaces shared by the library's source files. Not installed.
+ *
+ * Data flow: model.c loads and validates a file into a yolo_model (layers
+ * with pointers into the mmap'd tensor data); graph.c plans a yolo_ctx for
+ * one input shape (output shape, FLOPs and arena offset of every layer) and
+ * runs the layers in order through the op table below; ops_*.c hold one
+ * family of layers each, a fast kernel next to a naive reference.
+ */
+#ifndef LIBYOLO_INTERNAL_H
+#define LIBYOLO_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../yolo.h"
+
+#define YOLO_MAX_INPUTS 16
+#define YOLO_MAX_LAYER_TENSORS 8
+#define YOLO_MAX_LEVELS 4
+#define YOLO_MAX_ANCHORS 4
+
+/* ---- errors (errors.c) -------------------------------------------------- */
+
+/* Records a printf-style message for yolo_last_error() on this thread and
+ * returns status, so callers can write `return yolo_fail(YOLO_ERR_IO, ...)`. */
+yolo_status yolo_fail(yolo_status status, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+/* Clears the thread's message (called on entry of public functions). */
+void yolo_clear_error(void);
+
+/* ---- time (timing.c) ---------------------------------------------------- */
+
+uint64_t yolo_now_ns(void); /* CLOCK_MONOTONIC */
+
+/* ---- layer types (values are the file format's, docs/model-format.md) --- */
+
+enum {
+    LAYER_CONV = 1,
+    LAYER_CONV2D = 2,
+    LAYER_BATCHNORM = 3,
+    LAYER_ACT = 4,
+    LAYER_MAXPOOL = 5,
+    LAYER_MP = 6,
+    LAYER_SP = 7,
+    LAYER_CONCAT = 8,
+    LAYER_UPSAMPLE = 9,
+    LAYER_SHORTCUT = 10,
+    LAYER_REORG = 11,
+    LAYER_ADD = 12,
+    LAYER_DETECT = 13,
+    LAYER_TYPE_MAX = 13
+};
+
+/* NCHW shape. Detect's output is {n, 1, rows, no}. */
+typedef struct {
+    int n, c, h, w;
+} yolo_shape;
+
+static inline size_t shape_elems(yolo_shape s)
+{
+    return (size_t)s.n * (size_t)s.c * (size_t)s.h * (size_t)s.w;
+}
+
+/* A tensor of the model file, validated at load. */
+typedef struct {
+    char name[56];
+    int ndim;
+    int shape[4];
+    size_t elems;
+    const float *data; /* inside the mapping, 64-byte aligned */
+} model_tensor;
+
+/* One layer as read from the file. */
+typedef struct {
+    int type;
+    yolo_activation act;
+    int n_inputs;
+    int inputs[YOLO_MAX_INPUTS]; /* -1 = network input */
+    int c_out, kernel, stride, pad, groups;
+    float alpha, eps;
+    const model_tensor *tensors[YOLO_MAX_LAYER_TENSORS]; /* NULL = none */
+    int source_index;
+} model_layer;
+
+struct yolo_model {
+    void *map;           /* whole file, read-only */
+    size_t map_size;
+    char path[512];
+    yolo_model_info info; /* info.name points into name below */
+    char name[64];
+    const char **class_names; /* num_classes pointers into the mapping */
+    int n_layers;
+    model_layer *layers;
+    int n_tensors;
+    model_tensor *tensors;
+    int max_inputs_channels; /* unused by ops; reserved for planning */
+};
+
+/* ---- op table (ops.c registers every family) ---------------------------- */
+
+/* Everything a kernel needs for one layer on one planned shape. */
+typedef struct {
+    const yolo_model *model;
+    const model_layer *layer;
+    int n_in;
+    const float *in[YOLO_MAX_INPUTS];
+    yolo_shape in_shape[YOLO_MAX_INPUTS];
+    float *out;
+    yolo_shape out_shape;
+    float *scratch; /* at least op->scratch() floats, 64-byte aligned */
+} op_args;
+
+typedef struct {
+    /* Type name for the timing tables; LAYER_ACT uses act_name() instead. */
+    const char *name;
+    /* Output shape from input shapes; also checks the layer's parameters and
+     * tensor shapes against them. Sets the error message and returns a
+     * status on mismatch. Pure: no allocation. */
+    yolo_status (*shape)(const yolo_model *m, const model_layer *l, const yolo_shape *in,
+                         int n_in, yolo_shape *out);
+    /* FLOPs (multiply-add = 2) of the whole batch. */
+    uint64_t (*flops)(const model_layer *l, const yolo_shape *in, int n_in, yolo_shape out);
+    /* Scratch floats needed (0 if none). */
+    size_t (*scratch)(const model_layer *l, const yolo_shape *in, int n_in, yolo_shape out);
+    void (*run)(const op_args *a);            /* fast path */
+    void (*run_reference)(const op_args *a);  /* naive loops, for tests */
+} op_vtable;
+
+/* NULL for an unknown type. */
+const op_vtable *op_lookup(int type);
+/* "LeakyReLU", "SiLU" or "Identity". */
+const char *act_name(yolo_activation act);
+/* Name shown for a layer: op name, or the activation's for LAYER_ACT. */
+const char *layer_type_name(const model_layer *l);
+
+/* Families (one file each) export their vtables. */
+extern const op_vtable op_conv, op_conv2d, op_batchnorm, op_act, op_maxpool, op_mp, op_sp,
+    op_concat, op_upsample, op_shortcut, op_reorg, op_add, op_detect;
+
+/* Shared element-wise helpers (ops_act.c). */
+void apply_activation(float *x, size_t n, yolo_activation act, float alpha);
+
+/* Convolution core (ops_conv.c), also used by Detect's 1x1 heads. */
+typedef struct {
+    int c_in, h, w, c_out, k, stride, pad, oh, ow;
+} conv_geom;
+void conv2d_gemm(const conv_geom *g, const float *in, const float *weight, const float *bias,
+                 float *out, float *scratch);
+void conv2d_naive(const conv_geom *g, const float *in, const float *weight, const float *bias,
+                  float *out);
+size_t conv2d_scratch_floats(const conv_geom *g);
+
+#endif /* LIBYOLO_INTERNAL_H */
