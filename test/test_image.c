@@ -1,0 +1,415 @@
+/*
+ * Image decoding, letterbox and input tensor against OpenCV 4.6.
+ *
+ * The expected arrays were produced by tools/make_test_images.py with
+ * cv2.imread (BGR->RGB) and, for the letterbox, cv2.resize(INTER_LINEAR) +
+ * cv2.copyMakeBorder following the official letterbox; every comparison is
+ * byte for byte. Run from the repository root.
+ */
+#include "testutil.h"
+
+#include <errno.h>
+#include <unistd.h>
+
+#include "yolo.h"
+
+#define IMAGES_DIR "test/data/images/"
+#define LETTERBOX_DIR "test/data/letterbox/"
+
+/* Compares an image with a uint8 [H, W, 3] .npy; prints the first difference. */
+static void assert_image_equals_npy(const yolo_image *img, const char *npy_path, const char *what)
+{
+    tu_npy ref;
+    if (tu_npy_load(npy_path, &ref) != 0)
+        fail_msg("%s: cannot read %s", what, npy_path);
+    if (strcmp(ref.dtype, "|u1") != 0 || ref.ndim != 3 || ref.shape[2] != 3)
+        fail_msg("%s: %s is not uint8 [H,W,3]", what, npy_path);
+    if ((size_t)img->height != ref.shape[0] || (size_t)img->width != ref.shape[1]) {
+        tu_npy_free(&ref);
+        fail_msg("%s: got %dx%d, OpenCV %zux%zu (WxH)", what, img->width, img->height,
+                 ref.shape[1], ref.shape[0]);
+    }
+    const uint8_t *exp = ref.data;
+    size_t n = ref.count, bad = 0, first = 0;
+    for (size_t i = 0; i < n; i++)
+        if (img->rgb[i] != exp[i] && bad++ == 0)
+            first = i;
+    if (bad) {
+        size_t px = first / 3;
+        int got = img->rgb[first], want = exp[first];
+        tu_npy_free(&ref);
+        fail_msg("%s: %zu of %zu bytes differ; first at x=%zu y=%zu c=%zu: %d vs OpenCV %d", what,
+                 bad, n, px % (size_t)img->width, px / (size_t)img->width, first % 3, got, want);
+    }
+    tu_npy_free(&ref);
+}
+
+static yolo_status status_from_name(const char *name)
+{
+#define STATUS_BY_NAME(s, text)                                                                    \
+    if (strcmp(name, #s) == 0)                                                                     \
+        return s;
+    YOLO_STATUS_LIST(STATUS_BY_NAME)
+#undef STATUS_BY_NAME
+    fail_msg("unknown status name %s", name);
+    return YOLO_ERR_INTERNAL;
+}
+
+/* ---- decoding ------------------------------------------------------------ */
+
+static void check_decode(const char *file)
+{
+    char path[512], npy[512];
+    snprintf(path, sizeof path, IMAGES_DIR "%s", file);
+    snprintf(npy, sizeof npy, IMAGES_DIR "decoded/%s.npy", file);
+    yolo_image img;
+    yolo_status st = yolo_image_load(path, &img);
+    if (st != YOLO_OK)
+        fail_msg("%s: %s: %s", path, yolo_status_str(st), yolo_last_error());
+    assert_image_equals_npy(&img, npy, path);
+    yolo_image_free(&img);
+
+    /* From memory: the same pixels. */
+    size_t size = 0;
+    void *data = tu_read_file(path, &size);
+    assert_non_null(data);
+    st = yolo_image_load_memory(data, size, &img);
+    free(data);
+    if (st != YOLO_OK)
+        fail_msg("%s (memory): %s: %s", path, yolo_status_str(st), yolo_last_error());
+    assert_image_equals_npy(&img, npy, path);
+    yolo_image_free(&img);
+}
+
+static void check_refusal(const char *file, const char *status_name, const char *substring)
+{
+    char path[512];
+    snprintf(path, sizeof path, IMAGES_DIR "%s", file);
+    yolo_image img = {7, 7, (uint8_t *)&img}; /* garbage: must be cleared */
+    yolo_status st = yolo_image_load(path, &img);
+    if (st != status_from_name(status_name))
+        fail_msg("%s: expected %s, got %s (%s)", path, status_name, yolo_status_str(st),
+                 yolo_last_error());
+    assert_null(img.rgb);
+    const char *msg = yolo_last_error();
+    if (!strstr(msg, substring) || !strstr(msg, path))
+        fail_msg("%s: message \"%s\" lacks \"%s\" or the path", path, msg, substring);
+}
+
+static void test_decode_like_opencv(void **state)
+{
+    (void)state;
+    FILE *f = fopen(IMAGES_DIR "manifest.txt", "r");
+    assert_non_null(f);
+    char line[512];
+    int decoded = 0, refused = 0;
+    while (fgets(line, sizeof line, f)) {
+        if (line[0] == '#' || line[0] == '\n')
+            continue;
+        char file[128], kind[16], status[64], sub[256] = "";
+        int n = sscanf(line, "%127s %15s %63s %255[^\n]", file, kind, status, sub);
+        if (n >= 2 && strcmp(kind, "decode") == 0) {
+            check_decode(file);
+            decoded++;
+        } else if (n == 4 && strcmp(kind, "refuse") == 0) {
+            check_refusal(file, status, sub);
+            refused++;
+        } else {
+            fail_msg("bad manifest line: %s", line);
+        }
+    }
+    fclose(f);
+    /* The manifest cannot silently shrink. */
+    assert_true(decoded >= 36);
+    assert_true(refused >= 11);
+}
+
+static void test_missing_file(void **state)
+{
+    (void)state;
+    yolo_image img;
+    const char *path = IMAGES_DIR "does-not-exist.png";
+    assert_int_equal(yolo_image_load(path, &img), YOLO_ERR_IO);
+    assert_non_null(strstr(yolo_last_error(), path));
+    assert_null(img.rgb);
+    assert_int_equal(yolo_image_load(IMAGES_DIR, &img), YOLO_ERR_IO); /* a directory */
+    assert_int_equal(yolo_image_load(NULL, &img), YOLO_ERR_INVALID_ARG);
+}
+
+static void test_memory_refusals(void **state)
+{
+    (void)state;
+    yolo_image img;
+    assert_int_equal(yolo_image_load_memory("", 0, &img), YOLO_ERR_IMAGE);
+    assert_non_null(strstr(yolo_last_error(), "empty"));
+    assert_int_equal(yolo_image_load_memory("\xFF\xD8\xFF", 3, &img), YOLO_ERR_IMAGE);
+    assert_int_equal(yolo_image_load_memory("\x89PNG\r\n\x1a\n", 8, &img), YOLO_ERR_IMAGE);
+    assert_int_equal(yolo_image_load_memory("GIF89a", 6, &img), YOLO_ERR_IMAGE);
+    assert_int_equal(yolo_image_load_memory(NULL, 5, &img), YOLO_ERR_INVALID_ARG);
+    assert_int_equal(yolo_image_load_memory("x", 1, NULL), YOLO_ERR_INVALID_ARG);
+}
+
+/* Every cut of a valid JPEG and PNG is refused or decoded, never crashes. */
+static void test_every_truncation(void **state)
+{
+    (void)state;
+    const char *files[] = {IMAGES_DIR "baseline.jpg", IMAGES_DIR "progressive.jpg",
+                           IMAGES_DIR "interlaced.png"};
+    for (size_t k = 0; k < sizeof files / sizeof *files; k++) {
+        size_t size = 0;
+        uint8_t *data = tu_read_file(files[k], &size);
+        assert_non_null(data);
+        for (size_t cut = 0; cut < size; cut++) {
+            yolo_image img;
+            yolo_status st = yolo_image_load_memory(data, cut, &img);
+            if (st != YOLO_ERR_IMAGE)
+                fail_msg("%s cut at %zu/%zu: %s", files[k], cut, size, yolo_status_str(st));
+        }
+        free(data);
+    }
+}
+
+/* ---- saving -------------------------------------------------------------- */
+
+/* A fresh private directory for files the test writes. */
+static void make_tmp_dir(char *buf, size_t n)
+{
+    const char *tmp = getenv("TMPDIR");
+    snprintf(buf, n, "%s/libyolo-test-image-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+    if (!mkdtemp(buf))
+        fail_msg("mkdtemp %s: %s", buf, strerror(errno));
+}
+
+static void test_save_roundtrip(void **state)
+{
+    (void)state;
+    yolo_image src;
+    assert_int_equal(yolo_image_load(IMAGES_DIR "rgb.png", &src), YOLO_OK);
+
+    char dir[256], png[512], jpg[512];
+    make_tmp_dir(dir, sizeof dir);
+    snprintf(png, sizeof png, "%s/roundtrip.png", dir);
+    snprintf(jpg, sizeof jpg, "%s/roundtrip.JPG", dir);
+    if (yolo_image_save(&src, png) != YOLO_OK)
+        fail_msg("%s", yolo_last_error());
+    yolo_image back;
+    assert_int_equal(yolo_image_load(png, &back), YOLO_OK);
+    assert_int_equal(back.width, src.width);
+    assert_int_equal(back.height, src.height);
+    assert_memory_equal(back.rgb, src.rgb, (size_t)src.width * src.height * 3);
+    yolo_image_free(&back);
+    remove(png);
+
+    /* JPEG (chosen by the extension, any case): lossy but close on a smooth
+     * picture. */
+    for (int y = 0; y < src.height; y++)
+        for (int x = 0; x < src.width; x++)
+            for (int c = 0; c < 3; c++)
+                src.rgb[((size_t)y * src.width + x) * 3 + c] = (uint8_t)(x * 3 + y * 2 + c * 40);
+    assert_int_equal(yolo_image_save(&src, jpg), YOLO_OK);
+    size_t size = 0;
+    uint8_t *bytes = tu_read_file(jpg, &size);
+    assert_non_null(bytes);
+    assert_true(size > 3 && bytes[0] == 0xFF && bytes[1] == 0xD8);
+    free(bytes);
+    assert_int_equal(yolo_image_load(jpg, &back), YOLO_OK);
+    assert_int_equal(back.width, src.width);
+    double err = 0;
+    for (size_t i = 0; i < (size_t)src.width * src.height * 3; i++)
+        err += abs((int)back.rgb[i] - (int)src.rgb[i]);
+    err /= (double)src.width * src.height * 3;
+    if (!(err < 2.0)) /* quality 90 */
+        fail_msg("JPEG round trip: mean abs error %.2f", err);
+    assert_true(err > 0.0); /* it really went through the lossy codec */
+    yolo_image_free(&back);
+    remove(jpg);
+    rmdir(dir);
+
+    assert_int_equal(yolo_image_save(&src, IMAGES_DIR "no-such-dir/x.png"), YOLO_ERR_IO);
+    assert_non_null(strstr(yolo_last_error(), "no-such-dir/x.png"));
+    yolo_image_free(&src);
+    yolo_image_free(&src); /* idempotent */
+}
+
+static void test_from_rgb(void **state)
+{
+    (void)state;
+    uint8_t px[2 * 10] = {0};
+    for (int i = 0; i < 20; i++)
+        px[i] = (uint8_t)i;
+    yolo_image img;
+    /* 2x2 pixels, rows 10 bytes apart (4 bytes of padding). */
+    assert_int_equal(yolo_image_from_rgb(px, 2, 2, 10, &img), YOLO_OK);
+    const uint8_t want[12] = {0, 1, 2, 3, 4, 5, 10, 11, 12, 13, 14, 15};
+    assert_memory_equal(img.rgb, want, 12);
+    yolo_image_free(&img);
+    assert_int_equal(yolo_image_from_rgb(px, 2, 2, 0, &img), YOLO_OK); /* 0 = packed */
+    assert_memory_equal(img.rgb, px, 12);
+    yolo_image_free(&img);
+    assert_int_equal(yolo_image_from_rgb(px, 2, 2, 5, &img), YOLO_ERR_INVALID_ARG);
+    assert_int_equal(yolo_image_from_rgb(px, 0, 2, 0, &img), YOLO_ERR_INVALID_ARG);
+    assert_int_equal(yolo_image_from_rgb(NULL, 2, 2, 0, &img), YOLO_ERR_INVALID_ARG);
+    assert_int_equal(yolo_image_from_rgb(px, 70000, 1, 0, &img), YOLO_ERR_INVALID_ARG);
+}
+
+/* ---- letterbox ----------------------------------------------------------- */
+
+/* The pseudo-random source of tools/make_test_images.py (hash_image). */
+static yolo_image hash_image(int w, int h)
+{
+    yolo_image img = {w, h, malloc((size_t)w * h * 3)};
+    assert_non_null(img.rgb);
+    for (uint32_t y = 0; y < (uint32_t)h; y++)
+        for (uint32_t x = 0; x < (uint32_t)w; x++)
+            for (uint32_t c = 0; c < 3; c++) {
+                uint32_t v = x * 2654435761u + y * 40503u + c * 2246822519u;
+                v = (v ^ (v >> 15)) * 2246822519u;
+                img.rgb[((size_t)y * w + x) * 3 + c] = (uint8_t)((v >> 13) & 255);
+            }
+    return img;
+}
+
+static void test_letterbox_like_opencv(void **state)
+{
+    (void)state;
+    FILE *f = fopen(LETTERBOX_DIR "cases.txt", "r");
+    assert_non_null(f);
+    char line[512];
+    int cases = 0;
+    while (fgets(line, sizeof line, f)) {
+        if (line[0] == '#')
+            continue;
+        char name[128];
+        int sw, sh, out_w, out_h, new_w, new_h, left, top;
+        yolo_letterbox_params p;
+        double ratio;
+        if (sscanf(line, "%127s %d %d %d %d %d %d %d %d %d %d %d %d %d %d %lf", name, &sw, &sh,
+                   &p.img_size, &p.stride, &p.auto_pad, &p.scale_up, &p.canvas_w, &p.canvas_h,
+                   &out_w, &out_h, &new_w, &new_h, &left, &top, &ratio) != 16)
+            fail_msg("bad cases.txt line: %s", line);
+        yolo_image src = hash_image(sw, sh), dst;
+        yolo_letterbox_info info;
+        if (yolo_letterbox(&src, &p, &dst, &info) != YOLO_OK)
+            fail_msg("%s: %s", name, yolo_last_error());
+        if (info.out_w != out_w || info.out_h != out_h || info.new_w != new_w ||
+            info.new_h != new_h || info.pad_left != left || info.pad_top != top ||
+            info.ratio != ratio)
+            fail_msg("%s: info out %dx%d new %dx%d pad %d,%d r %.17g; expected out %dx%d new %dx%d "
+                     "pad %d,%d r %.17g", name, info.out_w, info.out_h, info.new_w, info.new_h,
+                     info.pad_left, info.pad_top, info.ratio, out_w, out_h, new_w, new_h, left,
+                     top, ratio);
+        char npy[512];
+        snprintf(npy, sizeof npy, LETTERBOX_DIR "%s.npy", name);
+        assert_image_equals_npy(&dst, npy, name);
+        yolo_image_free(&dst);
+        yolo_image_free(&src);
+        cases++;
+    }
+    fclose(f);
+    assert_true(cases >= 18);
+}
+
+/* Worked examples of the facts (hand-derivable): geometry only. */
+static void test_letterbox_geometry(void **state)
+{
+    (void)state;
+    static const int cases[][6] = {
+        /* w, h -> out_w, out_h, pad_left, pad_top (S 640, stride 32, auto) */
+        {512, 512, 640, 640, 0, 0},  {451, 300, 640, 448, 0, 11}, {300, 451, 448, 640, 11, 0},
+        {640, 480, 640, 480, 0, 0},  {640, 427, 640, 448, 0, 10}, {1920, 1080, 640, 384, 0, 12},
+        {2000, 3, 640, 32, 0, 15},
+    };
+    yolo_letterbox_params p = yolo_letterbox_default_params();
+    assert_int_equal(p.img_size, 640);
+    assert_int_equal(p.stride, 32);
+    assert_int_equal(p.auto_pad, 1);
+    assert_int_equal(p.scale_up, 1);
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        yolo_image src = {cases[i][0], cases[i][1], calloc((size_t)cases[i][0] * cases[i][1], 3)};
+        yolo_image dst;
+        yolo_letterbox_info info;
+        assert_int_equal(yolo_letterbox(&src, NULL, &dst, &info), YOLO_OK);
+        assert_int_equal(info.out_w, cases[i][2]);
+        assert_int_equal(info.out_h, cases[i][3]);
+        assert_int_equal(info.pad_left, cases[i][4]);
+        assert_int_equal(info.pad_top, cases[i][5]);
+        assert_int_equal(dst.width, info.out_w);
+        assert_int_equal(dst.height, info.out_h);
+        /* The padding is 114 and the black content stays black. */
+        assert_int_equal(dst.rgb[0], info.pad_top || info.pad_left ? 114 : 0);
+        yolo_image_free(&dst);
+        yolo_image_free(&src);
+    }
+    /* 1280x1 scales to 640x0: a clear error, not a crash. 1280x5 gives 2 rows (2.5 -> 2). */
+    yolo_image thin = {1280, 1, calloc(1280, 3)}, dst;
+    yolo_letterbox_info info;
+    assert_int_equal(yolo_letterbox(&thin, NULL, &dst, &info), YOLO_ERR_INVALID_ARG);
+    assert_non_null(strstr(yolo_last_error(), "1280x1"));
+    assert_null(dst.rgb);
+    free(thin.rgb);
+    yolo_image five = {1280, 5, calloc(1280 * 5, 3)};
+    assert_int_equal(yolo_letterbox(&five, NULL, &dst, &info), YOLO_OK);
+    assert_int_equal(info.new_h, 2);
+    yolo_image_free(&dst);
+    /* img_size is rounded up to the stride: 600 -> 608. */
+    p.img_size = 600;
+    p.auto_pad = 0;
+    assert_int_equal(yolo_letterbox(&five, &p, &dst, &info), YOLO_OK);
+    assert_int_equal(dst.width, 608);
+    assert_int_equal(dst.height, 608);
+    yolo_image_free(&dst);
+    p = yolo_letterbox_default_params();
+    p.stride = 0;
+    assert_int_equal(yolo_letterbox(&five, &p, &dst, &info), YOLO_ERR_INVALID_ARG);
+    p = yolo_letterbox_default_params();
+    p.img_size = -5;
+    assert_int_equal(yolo_letterbox(&five, &p, &dst, &info), YOLO_ERR_INVALID_ARG);
+    assert_int_equal(yolo_letterbox(NULL, NULL, &dst, &info), YOLO_ERR_INVALID_ARG);
+    free(five.rgb);
+}
+
+/* ---- tensor -------------------------------------------------------------- */
+
+static void test_to_tensor(void **state)
+{
+    (void)state;
+    uint8_t px[256 * 3];
+    for (int v = 0; v < 256; v++) {
+        px[v * 3 + 0] = (uint8_t)v;
+        px[v * 3 + 1] = (uint8_t)(255 - v);
+        px[v * 3 + 2] = (uint8_t)(v * 7);
+    }
+    yolo_image img = {256, 1, px};
+    float t[3 * 256];
+    assert_int_equal(yolo_image_to_tensor(&img, t), YOLO_OK);
+    int differs_from_reciprocal = 0;
+    for (int v = 0; v < 256; v++) {
+        /* True fp32 division, correctly rounded: the same as rounding the
+         * (exact enough) double quotient. */
+        float want = (float)((double)v / 255.0);
+        assert_true(t[v] == want);
+        assert_true(t[256 + v] == (float)((double)(255 - v) / 255.0));
+        assert_true(t[512 + v] == (float)((double)(uint8_t)(v * 7) / 255.0));
+        volatile float recip = 1.0f / 255.0f;
+        differs_from_reciprocal += (float)v * recip != want;
+    }
+    /* The facts: x * (1/255) differs from x / 255 for 126 values. */
+    assert_int_equal(differs_from_reciprocal, 126);
+    assert_int_equal(yolo_image_to_tensor(NULL, t), YOLO_ERR_INVALID_ARG);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_decode_like_opencv),
+        cmocka_unit_test(test_missing_file),
+        cmocka_unit_test(test_memory_refusals),
+        cmocka_unit_test(test_every_truncation),
+        cmocka_unit_test(test_save_roundtrip),
+        cmocka_unit_test(test_from_rgb),
+        cmocka_unit_test(test_letterbox_like_opencv),
+        cmocka_unit_test(test_letterbox_geometry),
+        cmocka_unit_test(test_to_tensor),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
