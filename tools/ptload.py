@@ -1,0 +1,323 @@
+"""Reads a PyTorch .pt checkpoint (the zip format of torch >= 1.6) without torch
+and without running any code from the file.
+
+The pickle inside the zip is read by a restricted Unpickler: it knows a fixed
+list of global names (the ones YOLOv7 checkpoints use, see yolov7-facts.md
+section 1) and refuses every other one, naming it. Tensors come back as numpy
+arrays (fp16 stays fp16), nn.Module objects as `Module` stubs that keep the
+pickled __dict__ (with `_parameters`, `_buffers`, `_modules`).
+
+    ckpt = load(path)            # whatever the pickle holds (dict or model)
+    model, where = select_model(ckpt)   # the Model: ema if truthy, else model
+
+Errors are raised as PtLoadError with a message meant for the user.
+"""
+
+import collections
+import io
+import pickle
+import zipfile
+
+import numpy as np
+
+
+class PtLoadError(Exception):
+    """A checkpoint that cannot (or must not) be read."""
+
+
+# ---- storages ---------------------------------------------------------------
+
+# torch storage class name -> numpy dtype of its elements. BFloat16 has no
+# numpy type; it is widened to float32 when read.
+STORAGE_DTYPES = {
+    "HalfStorage": np.float16,
+    "FloatStorage": np.float32,
+    "DoubleStorage": np.float64,
+    "BFloat16Storage": "bfloat16",
+    "LongStorage": np.int64,
+    "IntStorage": np.int32,
+    "ShortStorage": np.int16,
+    "CharStorage": np.int8,
+    "ByteStorage": np.uint8,
+    "BoolStorage": np.bool_,
+}
+
+
+class StorageType:
+    """Stands for a torch.*Storage class: only its element type matters."""
+
+    def __init__(self, name):
+        self.name = name
+        self.dtype = STORAGE_DTYPES[name]
+
+    def __repr__(self):
+        return "torch.%s" % self.name
+
+
+class StorageRef:
+    """A persistent id ('storage', type, key, location, numel) of the pickle."""
+
+    def __init__(self, stype, key, numel):
+        self.stype = stype
+        self.key = key
+        self.numel = numel
+
+
+def _storage_array(zf, prefix, ref, byteorder, cache):
+    """Reads (once per key: storages can be shared) one storage as a 1-D array."""
+    if ref.key in cache:
+        return cache[ref.key]
+    entry = "%sdata/%s" % (prefix, ref.key)
+    try:
+        raw = zf.read(entry)
+    except KeyError:
+        raise PtLoadError("storage entry '%s' is missing from the zip" % entry) from None
+    if ref.stype.dtype == "bfloat16":
+        itemsize = 2
+    else:
+        itemsize = np.dtype(ref.stype.dtype).itemsize
+    if len(raw) != ref.numel * itemsize:
+        raise PtLoadError("storage '%s' holds %d bytes, expected %d x %d"
+                          % (entry, len(raw), ref.numel, itemsize))
+    if ref.stype.dtype == "bfloat16":
+        half = np.frombuffer(raw, dtype=byteorder + "u2").astype(np.uint32)
+        arr = (half << 16).view(np.float32)
+    else:
+        arr = np.frombuffer(raw, dtype=np.dtype(ref.stype.dtype).newbyteorder(byteorder))
+        arr = arr.astype(np.dtype(ref.stype.dtype).newbyteorder("="), copy=False)
+    cache[ref.key] = arr
+    return arr
+
+
+def _as_tensor(storage, offset, size, stride):
+    """numpy copy of the view (offset, size, stride) of a 1-D storage array."""
+    size = tuple(int(s) for s in size)
+    stride = tuple(int(s) for s in stride)
+    if len(size) != len(stride):
+        raise PtLoadError("tensor has size %s but stride %s" % (size, stride))
+    if any(s < 0 for s in size) or any(s < 0 for s in stride) or offset < 0:
+        raise PtLoadError("tensor has a negative size, stride or offset")
+    numel = 1
+    for s in size:
+        numel *= s
+    if numel == 0:
+        return np.zeros(size, dtype=storage.dtype)
+    last = offset + sum((n - 1) * st for n, st in zip(size, stride))
+    if last >= storage.shape[0]:
+        raise PtLoadError("tensor (offset %d, size %s, stride %s) runs past its storage "
+                          "of %d elements" % (offset, size, stride, storage.shape[0]))
+    item = storage.itemsize
+    view = np.lib.stride_tricks.as_strided(
+        storage[offset:], shape=size, strides=tuple(st * item for st in stride),
+        writeable=False)
+    return np.array(view, copy=True)
+
+
+# ---- module stubs -------------------------------------------------------------
+
+class Module:
+    """Stub for a pickled torch.nn.Module (or YOLOv7 class): keeps its dict.
+
+    `cls` is the dotted class path from the pickle, e.g. 'models.common.Conv';
+    `kind` is its last component ('Conv')."""
+
+    cls = "?"
+    kind = "?"
+
+    def __setstate__(self, state):
+        if not isinstance(state, dict):
+            raise PtLoadError("%s: module state is a %s, not a dict"
+                              % (self.cls, type(state).__name__))
+        self.__dict__.update(state)
+
+    def child(self, name):
+        mods = self.__dict__.get("_modules") or {}
+        return mods.get(name)
+
+    def children(self):
+        """(name, module) pairs of _modules, skipping None values."""
+        mods = self.__dict__.get("_modules") or {}
+        return [(k, v) for k, v in mods.items() if v is not None]
+
+    def tensor(self, name):
+        """A parameter or buffer (numpy array), or None if absent."""
+        for table in ("_parameters", "_buffers"):
+            t = (self.__dict__.get(table) or {}).get(name)
+            if t is not None:
+                return t
+        return None
+
+    def attr(self, name, default=None):
+        return self.__dict__.get(name, default)
+
+    def __repr__(self):
+        return "<%s>" % self.cls
+
+
+_STUB_CACHE = {}
+
+
+def _stub_class(path):
+    if path not in _STUB_CACHE:
+        kind = path.rsplit(".", 1)[1]
+        _STUB_CACHE[path] = type(kind, (Module,), {"cls": path, "kind": kind})
+    return _STUB_CACHE[path]
+
+
+# Module classes a YOLOv7 checkpoint may contain (module path -> class names).
+MODULE_CLASSES = {
+    "models.yolo": {"Model", "Detect", "IDetect", "IAuxDetect", "IBin", "IKeypoint"},
+    "models.common": {"Conv", "Concat", "MP", "SP", "SPPCSPC", "RepConv", "ReOrg", "DownC",
+                      "Shortcut", "ImplicitA", "ImplicitM", "SPP", "SPPF", "Focus",
+                      "Bottleneck", "Chuncat", "Foldcut", "Merge", "RobustConv",
+                      "RobustConv2", "GhostConv", "Stem", "DWConv"},
+    "torch.nn.modules.conv": {"Conv2d"},
+    "torch.nn.modules.batchnorm": {"BatchNorm2d"},
+    "torch.nn.modules.activation": {"SiLU", "LeakyReLU", "ReLU", "Sigmoid", "Hardswish",
+                                     "Mish"},
+    "torch.nn.modules.linear": {"Identity"},
+    "torch.nn.modules.pooling": {"MaxPool2d"},
+    "torch.nn.modules.upsampling": {"Upsample"},
+    "torch.nn.modules.container": {"Sequential", "ModuleList"},
+}
+
+
+# ---- numpy scalars/arrays (best_fitness) ----------------------------------
+
+def _np_dtype(name, align=False, copy=False):
+    dt = np.dtype(name, align, copy)
+    if dt.hasobject:
+        raise PtLoadError("numpy object arrays are refused")
+    return dt
+
+
+def _np_reconstruct(subtype, shape, dtype_code):
+    if subtype is not np.ndarray:
+        raise PtLoadError("numpy.core.multiarray._reconstruct of a non-ndarray")
+    return np.ndarray.__new__(np.ndarray, shape, np.dtype(dtype_code))
+
+
+def _codecs_encode(text, encoding="utf-8"):
+    if encoding not in ("latin1", "latin-1", "utf-8", "utf8"):
+        raise PtLoadError("_codecs.encode with encoding %r is refused" % encoding)
+    return text.encode(encoding)
+
+
+# ---- the restricted unpickler -------------------------------------------------
+
+class _Unpickler(pickle.Unpickler):
+    def __init__(self, data, zf, prefix, byteorder):
+        super().__init__(io.BytesIO(data), encoding="utf-8")
+        self._zf = zf
+        self._prefix = prefix
+        self._byteorder = byteorder
+        self._cache = {}
+
+    def _rebuild_tensor_v2(self, storage, offset, size, stride, requires_grad=False,
+                           hooks=None, metadata=None):
+        if not isinstance(storage, StorageRef):
+            raise PtLoadError("_rebuild_tensor_v2 called without a storage")
+        arr = _storage_array(self._zf, self._prefix, storage, self._byteorder, self._cache)
+        return _as_tensor(arr, int(offset), size, stride)
+
+    @staticmethod
+    def _rebuild_parameter(tensor, requires_grad=False, hooks=None):
+        if not isinstance(tensor, np.ndarray):
+            raise PtLoadError("_rebuild_parameter called without a tensor")
+        return tensor
+
+    def find_class(self, module, name):
+        if module in ("torch._utils",) and name == "_rebuild_tensor_v2":
+            return self._rebuild_tensor_v2
+        if module == "torch._utils" and name == "_rebuild_parameter":
+            return self._rebuild_parameter
+        if module == "torch" and name in STORAGE_DTYPES:
+            return StorageType(name)
+        if module == "collections" and name == "OrderedDict":
+            return collections.OrderedDict
+        if module in ("__builtin__", "builtins") and name == "set":
+            return set
+        if module in ("numpy.core.multiarray", "numpy._core.multiarray") \
+                and name == "_reconstruct":
+            return _np_reconstruct
+        if module == "numpy" and name == "ndarray":
+            return np.ndarray
+        if module == "numpy" and name == "dtype":
+            return _np_dtype
+        if module == "_codecs" and name == "encode":
+            return _codecs_encode
+        if name in MODULE_CLASSES.get(module, ()):
+            return _stub_class(module + "." + name)
+        raise PtLoadError("refusing the global '%s.%s' in the checkpoint's pickle "
+                          "(not a known YOLOv7/torch class; the file may run code)"
+                          % (module, name))
+
+    def persistent_load(self, pid):
+        if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"):
+            raise PtLoadError("unexpected persistent id %r" % (pid,))
+        _, stype, key, _location, numel = pid
+        if not isinstance(stype, StorageType):
+            raise PtLoadError("persistent id names %r, not a torch storage type" % (stype,))
+        if not isinstance(numel, int) or numel < 0:
+            raise PtLoadError("storage %r has a bad element count %r" % (key, numel))
+        return StorageRef(stype, str(key), numel)
+
+
+def load(path):
+    """Unpickles a .pt file safely; returns the saved object."""
+    try:
+        with open(path, "rb") as fh:
+            magic = fh.read(4)
+    except OSError as e:
+        raise PtLoadError("cannot read %s: %s" % (path, e.strerror)) from None
+    if magic != b"PK\x03\x04":
+        if magic[:2] == b"\x80\x02" or magic[:1] == b"\x80":
+            raise PtLoadError("%s is a legacy (pre-1.6, non-zip) torch file; re-save it with "
+                              "torch >= 1.6 (torch.save(..., _use_new_zipfile_serialization"
+                              "=True))" % path)
+        raise PtLoadError("%s is not a PyTorch zip checkpoint (no zip signature)" % path)
+    try:
+        zf = zipfile.ZipFile(path)
+    except zipfile.BadZipFile as e:
+        raise PtLoadError("%s: broken zip: %s" % (path, e)) from None
+    with zf:
+        pkls = [n for n in zf.namelist() if n == "data.pkl" or n.endswith("/data.pkl")]
+        if not pkls:
+            raise PtLoadError("%s: no data.pkl in the zip (not a torch checkpoint)" % path)
+        pkls.sort(key=len)
+        prefix = pkls[0][: -len("data.pkl")]
+        byteorder = "<"
+        if prefix + "byteorder" in zf.namelist():
+            bo = zf.read(prefix + "byteorder").strip()
+            if bo == b"big":
+                byteorder = ">"
+            elif bo != b"little":
+                raise PtLoadError("%s: unknown byteorder %r" % (path, bo))
+        try:
+            data = zf.read(pkls[0])
+            return _Unpickler(data, zf, prefix, byteorder).load()
+        except PtLoadError:
+            raise
+        except (pickle.UnpicklingError, EOFError, TypeError, ValueError, AttributeError,
+                IndexError, KeyError, zipfile.BadZipFile) as e:
+            raise PtLoadError("%s: cannot unpickle data.pkl: %s: %s"
+                              % (path, type(e).__name__, e)) from None
+
+
+def select_model(obj):
+    """The model a loader would use: `ema` if truthy, else `model`, or the
+    object itself if the file is a bare pickled model. Returns (model, where)."""
+    if isinstance(obj, Module):
+        return obj, "bare model"
+    if not isinstance(obj, dict):
+        raise PtLoadError("checkpoint holds a %s, expected a dict or a model"
+                          % type(obj).__name__)
+    for key in ("ema", "model"):
+        m = obj.get(key)
+        if m:
+            if not isinstance(m, Module):
+                raise PtLoadError("checkpoint['%s'] is a %s, not a model"
+                                  % (key, type(m).__name__))
+            return m, "checkpoint['%s']" % key
+    raise PtLoadError("checkpoint dict has no 'ema' or 'model' (keys: %s)"
+                      % ", ".join(sorted(str(k) for k in obj)))
