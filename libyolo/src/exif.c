@@ -11,11 +11,6 @@
 
 #include "internal.h"
 
-/* Shared with image.c (prototypes repeated there; they belong in internal.h). */
-int exif_orientation(const uint8_t *tiff, size_t size);
-int exif_orientation_jpeg_app1(const uint8_t *app1, size_t size);
-yolo_status exif_apply_orientation(yolo_image *img, int orientation);
-
 #define EXIF_TAG_ORIENTATION 0x0112
 
 static unsigned read_u16(const uint8_t *p, int big_endian)

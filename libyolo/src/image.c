@@ -26,11 +26,6 @@
 
 #include "internal.h"
 
-/* From exif.c (these prototypes belong in internal.h). */
-int exif_orientation(const uint8_t *tiff, size_t size);
-int exif_orientation_jpeg_app1(const uint8_t *app1, size_t size);
-yolo_status exif_apply_orientation(yolo_image *img, int orientation);
-
 /* Decoded images larger than this are refused before allocating. */
 #define IMAGE_MAX_SIDE 65535u
 #define IMAGE_MAX_PIXELS (1u << 28)

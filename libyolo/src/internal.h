@@ -138,8 +138,25 @@ const char *layer_type_name(const model_layer *l);
 extern const op_vtable op_conv, op_conv2d, op_batchnorm, op_act, op_maxpool, op_mp, op_sp,
     op_concat, op_upsample, op_shortcut, op_reorg, op_add, op_detect;
 
-/* Shared element-wise helpers (ops_act.c). */
+/* Shared element-wise helpers (ops_norm.c). Activation, BatchNorm,
+ * Shortcut and Add may run in place (out == in[0]); other ops must not. */
 void apply_activation(float *x, size_t n, yolo_activation act, float alpha);
+void apply_bias_activation(float *x, size_t n, float bias, yolo_activation act, float alpha);
+
+/* Checks shared by the ops' shape() functions (ops.c). Each records a message
+ * naming the layer and returns YOLO_ERR_FORMAT on mismatch. */
+yolo_status ops_check_inputs(const model_layer *l, const yolo_shape *in, int n_in, int min_in,
+                             int max_in);
+yolo_status ops_check_act(const model_layer *l);
+yolo_status ops_check_tensor(const model_layer *l, const char *role, const model_tensor *t,
+                             int ndim, const int *dims);
+yolo_status ops_check_output(const model_layer *l, yolo_shape out);
+
+/* EXIF orientation (exif.c), used by image.c: orientation 1..8 (1 if absent
+ * or unreadable) from a TIFF block or a JPEG APP1 payload, and applying it. */
+int exif_orientation(const uint8_t *tiff, size_t size);
+int exif_orientation_jpeg_app1(const uint8_t *app1, size_t size);
+yolo_status exif_apply_orientation(yolo_image *img, int orientation);
 
 /* Convolution core (ops_conv.c), also used by Detect's 1x1 heads. */
 typedef struct {

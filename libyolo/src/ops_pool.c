@@ -1,0 +1,206 @@
+/*
+ * Max pooling: MaxPool2d (generic kernel, stride, pad), MP (2x2 stride 2, the
+ * down-sampling blocks) and SP (k x k stride 1 pad k/2, the SPP blocks).
+ *
+ * Semantics are PyTorch's MaxPool2d with ceil_mode False: padding counts as
+ * -inf, output size floor((H + 2p - k)/s) + 1. pad <= k/2 is required (as
+ * PyTorch does), so every window holds at least one real pixel.
+ *
+ * Fast path: a separable max, per channel: first over each window's columns
+ * for every input row (into scratch, H x OW), then over each window's rows;
+ * the second pass runs along contiguous rows. 2k compares per output instead
+ * of k*k, which matters for SP's 9x9 and 13x13. The reference visits every
+ * window element with bounds checks.
+ *
+ * FLOPs: one per compare, counted as k*k per output element for both paths
+ * (the work of the plain algorithm), plus one per element for an activation.
+ */
+#include <math.h>
+
+#include "internal.h"
+
+typedef struct {
+    int k, s, p;
+} pool_geom;
+
+/* What each layer type means by its fields; shape() has checked them. */
+static pool_geom layer_pool(const model_layer *l)
+{
+    pool_geom g = {l->kernel, l->stride, l->pad};
+    if (l->type == LAYER_MP)
+        g = (pool_geom){2, 2, 0};
+    else if (l->type == LAYER_SP)
+        g = (pool_geom){l->kernel, 1, l->kernel / 2};
+    return g;
+}
+
+/* MP and SP have fixed geometry: their stride and pad fields may be 0 or
+ * the implied value, nothing else. */
+static yolo_status check_fixed_fields(const model_layer *l)
+{
+    const pool_geom g = layer_pool(l);
+    int ok = (l->stride == 0 || l->stride == g.s) && (l->pad == 0 || l->pad == g.p);
+    if (l->type == LAYER_MP)
+        ok = ok && (l->kernel == 0 || l->kernel == 2);
+    if (ok)
+        return YOLO_OK;
+    return yolo_fail(YOLO_ERR_FORMAT,
+                     "%s layer (model.%d): expected kernel %d, stride %d (or 0), pad %d (or 0); "
+                     "found kernel %d, stride %d, pad %d",
+                     layer_type_name(l), l->source_index, g.k, g.s, g.p, l->kernel, l->stride,
+                     l->pad);
+}
+
+static yolo_status pool_shape(const yolo_model *m, const model_layer *l, const yolo_shape *in,
+                              int n_in, yolo_shape *out)
+{
+    (void)m;
+    yolo_status st = ops_check_inputs(l, in, n_in, 1, 1);
+    if (st == YOLO_OK)
+        st = ops_check_act(l);
+    if (st == YOLO_OK && l->type != LAYER_MAXPOOL)
+        st = check_fixed_fields(l);
+    if (st != YOLO_OK)
+        return st;
+    const pool_geom g = layer_pool(l);
+    const char *type = layer_type_name(l);
+    if (g.k < 1 || g.k > 255 || g.s < 1 || g.s > 255 || g.p < 0 || g.p > g.k / 2)
+        return yolo_fail(
+            YOLO_ERR_FORMAT,
+            "%s layer (model.%d): expected kernel 1..255, stride 1..255, pad 0..kernel/2; "
+            "found kernel %d, stride %d, pad %d",
+            type, l->source_index, g.k, g.s, g.p);
+    if ((int64_t)in[0].h + 2 * g.p < g.k || (int64_t)in[0].w + 2 * g.p < g.k)
+        return yolo_fail(YOLO_ERR_FORMAT,
+                         "%s layer (model.%d): input %dx%d (pad %d) is smaller than kernel %d",
+                         type, l->source_index, in[0].h, in[0].w, g.p, g.k);
+    *out = in[0];
+    out->h = (int)(((int64_t)in[0].h + 2 * g.p - g.k) / g.s + 1);
+    out->w = (int)(((int64_t)in[0].w + 2 * g.p - g.k) / g.s + 1);
+    return ops_check_output(l, *out);
+}
+
+static uint64_t pool_flops(const model_layer *l, const yolo_shape *in, int n_in, yolo_shape out)
+{
+    (void)in, (void)n_in;
+    const pool_geom g = layer_pool(l);
+    uint64_t per_out = (uint64_t)g.k * (uint64_t)g.k + (l->act != YOLO_ACT_NONE ? 1u : 0u);
+    return shape_elems(out) * per_out;
+}
+
+/* The fast path's column-max buffer: one channel, H x OW. */
+static size_t pool_scratch(const model_layer *l, const yolo_shape *in, int n_in, yolo_shape out)
+{
+    (void)l, (void)n_in;
+    return (size_t)in[0].h * (size_t)out.w;
+}
+
+/* Window [*lo, *hi) of output index o along an axis of length n. */
+static void window(const pool_geom *g, int o, int n, int *lo, int *hi)
+{
+    int start = o * g->s - g->p;
+    *lo = start < 0 ? 0 : start;
+    *hi = start + g->k > n ? n : start + g->k;
+}
+
+static inline float max2(float a, float b)
+{
+    return b > a ? b : a;
+}
+
+/* One channel: in H x W, out OH x OW, tmp H x OW. */
+static void pool_plane(const pool_geom *g, const float *in, int h, int w, float *out, int oh,
+                       int ow, float *tmp)
+{
+    for (int y = 0; y < h; y++) {
+        const float *row = in + (size_t)y * (size_t)w;
+        float *t = tmp + (size_t)y * (size_t)ow;
+        for (int ox = 0; ox < ow; ox++) {
+            int lo, hi;
+            window(g, ox, w, &lo, &hi);
+            float m = row[lo];
+            for (int x = lo + 1; x < hi; x++)
+                m = max2(m, row[x]);
+            t[ox] = m;
+        }
+    }
+    for (int oy = 0; oy < oh; oy++) {
+        int lo, hi;
+        window(g, oy, h, &lo, &hi);
+        float *o = out + (size_t)oy * (size_t)ow;
+        const float *t = tmp + (size_t)lo * (size_t)ow;
+        for (int ox = 0; ox < ow; ox++)
+            o[ox] = t[ox];
+        for (int y = lo + 1; y < hi; y++) {
+            t = tmp + (size_t)y * (size_t)ow;
+            for (int ox = 0; ox < ow; ox++)
+                o[ox] = max2(o[ox], t[ox]);
+        }
+    }
+}
+
+static void pool_run(const op_args *a)
+{
+    const pool_geom g = layer_pool(a->layer);
+    const yolo_shape si = a->in_shape[0], so = a->out_shape;
+    const size_t in_plane = (size_t)si.h * (size_t)si.w, out_plane = (size_t)so.h * (size_t)so.w;
+    const size_t planes = (size_t)si.n * (size_t)si.c;
+    for (size_t p = 0; p < planes; p++) {
+        float *out = a->out + p * out_plane;
+        pool_plane(&g, a->in[0] + p * in_plane, si.h, si.w, out, so.h, so.w, a->scratch);
+        apply_activation(out, out_plane, a->layer->act, a->layer->alpha);
+    }
+}
+
+static void pool_reference(const op_args *a)
+{
+    const pool_geom g = layer_pool(a->layer);
+    const yolo_shape si = a->in_shape[0], so = a->out_shape;
+    for (int n = 0; n < si.n; n++)
+        for (int c = 0; c < si.c; c++) {
+            const float *in = a->in[0] + ((size_t)n * (size_t)si.c + (size_t)c) * si.h * si.w;
+            float *out = a->out + ((size_t)n * (size_t)so.c + (size_t)c) * so.h * so.w;
+            for (int oy = 0; oy < so.h; oy++)
+                for (int ox = 0; ox < so.w; ox++) {
+                    float m = -INFINITY;
+                    for (int ky = 0; ky < g.k; ky++)
+                        for (int kx = 0; kx < g.k; kx++) {
+                            int y = oy * g.s - g.p + ky, x = ox * g.s - g.p + kx;
+                            float v = -INFINITY; /* padding */
+                            if (y >= 0 && y < si.h && x >= 0 && x < si.w)
+                                v = in[(size_t)y * (size_t)si.w + (size_t)x];
+                            if (v > m)
+                                m = v;
+                        }
+                    apply_activation(&m, 1, a->layer->act, a->layer->alpha);
+                    out[(size_t)oy * (size_t)so.w + (size_t)ox] = m;
+                }
+        }
+}
+
+const op_vtable op_maxpool = {
+    .name = "MaxPool2d",
+    .shape = pool_shape,
+    .flops = pool_flops,
+    .scratch = pool_scratch,
+    .run = pool_run,
+    .run_reference = pool_reference,
+};
+
+const op_vtable op_mp = {
+    .name = "MP",
+    .shape = pool_shape,
+    .flops = pool_flops,
+    .scratch = pool_scratch,
+    .run = pool_run,
+    .run_reference = pool_reference,
+};
+
+const op_vtable op_sp = {
+    .name = "SP",
+    .shape = pool_shape,
+    .flops = pool_flops,
+    .scratch = pool_scratch,
+    .run = pool_run,
+    .run_reference = pool_reference,
+};
