@@ -153,7 +153,7 @@ install: lib
 	ln -sf libyolo.so.$(SOVERSION) $(DESTDIR)$(LIBDIR)/libyolo.so
 	sed -e 's|@PREFIX@|$(PREFIX)|; s|@LIBDIR@|$(LIBDIR)|; s|@INCDIR@|$(INCDIR)|; s|@VERSION@|$(VERSION)|' \
 	    libyolo/libyolo.pc.in > $(DESTDIR)$(PCDIR)/libyolo.pc
-	-[ -z "$(DESTDIR)" ] && command -v ldconfig >/dev/null && ldconfig
+	if [ -z "$(DESTDIR)" ] && command -v ldconfig >/dev/null; then ldconfig; fi
 
 uninstall:
 	rm -f $(DESTDIR)$(INCDIR)/yolo.h $(DESTDIR)$(LIBDIR)/libyolo.* $(DESTDIR)$(PCDIR)/libyolo.pc

@@ -1,0 +1,545 @@
+/*
+ * Graph planning and execution, and the context that holds them.
+ *
+ * Planning (yolo_ctx_plan) happens once per input shape: every layer's
+ * output shape and FLOPs come from its op's shape()/flops(), the im2col
+ * scratch is sized for the largest layer, and all layer outputs are packed
+ * into ONE arena. Each output lives from the step that produces it to the
+ * step of its last consumer (the Detect output to the end); outputs whose
+ * lifetimes overlap get disjoint memory, placed largest first at the lowest
+ * 64-aligned offset that fits. With keep_all every output lives to the end,
+ * so every yolo_layer_output() stays readable.
+ *
+ * Running (yolo_forward) is a loop over the op table with no allocation and
+ * no clock read unless a layer callback was given.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "graph.h"
+
+/* OpenBLAS's own entry point; declared here to avoid including cblas.h. */
+void openblas_set_num_threads(int num_threads);
+
+#define ARENA_ALIGN 64
+#define MAX_BATCH 4096
+#define MAX_SIDE 65536
+
+struct plan_span {
+    size_t bytes; /* sorting key when ordering, unused when placing */
+    size_t off, end;
+    int idx;
+};
+
+static size_t align_up(size_t n, size_t a)
+{
+    return (n + a - 1) / a * a;
+}
+
+/* ---- shape inference (shared with the loader) ---------------------------- */
+
+/* Prefixes the op's message with the model path and the layer. */
+static yolo_status layer_fail(const yolo_model *m, int i, yolo_status st)
+{
+    char msg[1024];
+    snprintf(msg, sizeof msg, "%s", yolo_last_error());
+    const model_layer *l = &m->layers[i];
+    return yolo_fail(st, "%s: layer %d (%s, source %d): %s", m->path, i, layer_type_name(l),
+                     l->source_index, msg);
+}
+
+static int checked_elems(yolo_shape s, size_t *out)
+{
+    if (s.n < 1 || s.c < 1 || s.h < 1 || s.w < 1)
+        return 0;
+    size_t e = (size_t)s.n;
+    int dims[3] = {s.c, s.h, s.w};
+    for (int k = 0; k < 3; k++) {
+        if ((size_t)dims[k] > GRAPH_MAX_ELEMS / e)
+            return 0;
+        e *= (size_t)dims[k];
+    }
+    *out = e;
+    return 1;
+}
+
+/* The Detect head decodes level l on a grid of input/stride_l cells, so its
+ * inputs must have exactly that size; its output is [n, 1, rows, nc + 5]. */
+static yolo_status check_detect(const yolo_model *m, int i, const yolo_shape *in,
+                                yolo_shape input, yolo_shape out)
+{
+    const yolo_model_info *info = &m->info;
+    size_t rows = 0;
+    for (int lvl = 0; lvl < info->num_levels; lvl++) {
+        int s = info->strides[lvl];
+        if ((size_t)in[lvl].h * (size_t)s != (size_t)input.h ||
+            (size_t)in[lvl].w * (size_t)s != (size_t)input.w)
+            return yolo_fail(YOLO_ERR_FORMAT,
+                             "%s: layer %d (Detect): input %d (layer %d) is %dx%d but level %d has "
+                             "stride %d, so a %dx%d input needs a %dx%d grid",
+                             m->path, i, lvl, m->layers[i].inputs[lvl], in[lvl].h, in[lvl].w, lvl,
+                             s, input.h, input.w, input.h / s, input.w / s);
+        rows += (size_t)info->num_anchors * (size_t)in[lvl].h * (size_t)in[lvl].w;
+    }
+    if (out.n != input.n || out.c != 1 || (size_t)out.h != rows || out.w != info->num_outputs)
+        return yolo_fail(YOLO_ERR_INTERNAL,
+                         "%s: layer %d (Detect): op gave output %dx%dx%dx%d, expected %dx1x%zux%d",
+                         m->path, i, out.n, out.c, out.h, out.w, input.n, rows,
+                         info->num_outputs);
+    return YOLO_OK;
+}
+
+static yolo_status infer_layer(const yolo_model *m, int i, yolo_shape input, yolo_shape *shapes)
+{
+    const model_layer *l = &m->layers[i];
+    yolo_shape in[YOLO_MAX_INPUTS];
+    for (int k = 0; k < l->n_inputs; k++)
+        in[k] = l->inputs[k] < 0 ? input : shapes[l->inputs[k]];
+    const op_vtable *op = op_lookup(l->type);
+    if (!op)
+        return yolo_fail(YOLO_ERR_FORMAT, "%s: layer %d: unknown layer type %d", m->path, i,
+                         l->type);
+    yolo_shape out = {0, 0, 0, 0};
+    yolo_clear_error();
+    yolo_status st = op->shape(m, l, in, l->n_inputs, &out);
+    if (st != YOLO_OK)
+        return layer_fail(m, i, st);
+    size_t elems;
+    if (!checked_elems(out, &elems))
+        return yolo_fail(YOLO_ERR_INVALID_ARG,
+                         "%s: layer %d (%s): output shape %dx%dx%dx%d is empty or larger than "
+                         "%zu elements",
+                         m->path, i, layer_type_name(l), out.n, out.c, out.h, out.w,
+                         GRAPH_MAX_ELEMS);
+    if (l->type == LAYER_DETECT) {
+        st = check_detect(m, i, in, input, out);
+        if (st != YOLO_OK)
+            return st;
+    } else if (out.c != l->c_out) {
+        return yolo_fail(YOLO_ERR_FORMAT,
+                         "%s: layer %d (%s, source %d): c_out is %d but its inputs give %d "
+                         "channels",
+                         m->path, i, layer_type_name(l), l->source_index, l->c_out, out.c);
+    }
+    shapes[i] = out;
+    return YOLO_OK;
+}
+
+yolo_status graph_infer_shapes(const yolo_model *model, yolo_shape input, yolo_shape *out)
+{
+    for (int i = 0; i < model->n_layers; i++) {
+        yolo_status st = infer_layer(model, i, input, out);
+        if (st != YOLO_OK)
+            return st;
+    }
+    return YOLO_OK;
+}
+
+/* ---- context ---------------------------------------------------------------- */
+
+yolo_ctx_params yolo_ctx_default_params(void)
+{
+    yolo_ctx_params p;
+    memset(&p, 0, sizeof p);
+    p.threads = 0;
+    p.backend = YOLO_BACKEND_GEMM;
+    p.on_layer = NULL;
+    p.user = NULL;
+    return p;
+}
+
+yolo_status yolo_ctx_create(const yolo_model *model, const yolo_ctx_params *params,
+                            yolo_ctx **out)
+{
+    yolo_clear_error();
+    if (out)
+        *out = NULL;
+    if (!model || !out)
+        return yolo_fail(YOLO_ERR_INVALID_ARG, "yolo_ctx_create: model and out must not be NULL");
+    yolo_ctx_params p = params ? *params : yolo_ctx_default_params();
+    if (p.threads < 0)
+        return yolo_fail(YOLO_ERR_INVALID_ARG, "yolo_ctx_create: threads is %d, must be >= 0",
+                         p.threads);
+    if (p.backend != YOLO_BACKEND_GEMM && p.backend != YOLO_BACKEND_REFERENCE)
+        return yolo_fail(YOLO_ERR_INVALID_ARG, "yolo_ctx_create: unknown backend %d",
+                         (int)p.backend);
+    yolo_ctx *c = calloc(1, sizeof *c);
+    size_t n = (size_t)model->n_layers;
+    if (c) {
+        c->plan = calloc(n, sizeof *c->plan);
+        c->order = calloc(n, sizeof *c->order);
+        c->shapes = calloc(n, sizeof *c->shapes);
+        c->spans = calloc(n, sizeof *c->spans);
+    }
+    if (!c || !c->plan || !c->order || !c->shapes || !c->spans) {
+        yolo_ctx_free(c);
+        return yolo_fail(YOLO_ERR_NOMEM, "yolo_ctx_create: out of memory for %zu layers", n);
+    }
+    c->model = model;
+    c->params = p;
+    c->keep_all = p.backend == YOLO_BACKEND_REFERENCE || p.keep_layer_outputs;
+    *out = c;
+    return YOLO_OK;
+}
+
+void yolo_ctx_free(yolo_ctx *ctx)
+{
+    if (!ctx)
+        return;
+    free(ctx->plan);
+    free(ctx->order);
+    free(ctx->shapes);
+    free(ctx->spans);
+    free(ctx->arena);
+    free(ctx->scratch);
+    free(ctx->det_input);
+    free(ctx->dets);
+    free(ctx);
+}
+
+/* ---- planning --------------------------------------------------------------- */
+
+/* The valid size closest to v for the error message. */
+static int nearest_valid_side(int v, int ms)
+{
+    if (v < 1)
+        return ms;
+    if (v > MAX_SIDE)
+        return MAX_SIDE / ms * ms;
+    return (v + ms - 1) / ms * ms;
+}
+
+static yolo_status check_plan_args(const yolo_ctx *ctx, int batch, int height, int width)
+{
+    int ms = ctx->model->info.max_stride;
+    if (batch < 1 || batch > MAX_BATCH)
+        return yolo_fail(YOLO_ERR_INVALID_ARG, "batch is %d, must be 1..%d", batch, MAX_BATCH);
+    const char *names[2] = {"height", "width"};
+    int v[2] = {height, width};
+    for (int k = 0; k < 2; k++) {
+        if (v[k] < 1 || v[k] > MAX_SIDE || v[k] % ms != 0) {
+            return yolo_fail(YOLO_ERR_INVALID_ARG,
+                             "input %s %d is not a positive multiple of the model's max stride %d "
+                             "(nearest valid: %d)",
+                             names[k], v[k], ms, nearest_valid_side(v[k], ms));
+        }
+    }
+    return YOLO_OK;
+}
+
+/* Live ranges in steps: the network input is step 0, layer i runs at i + 1.
+ * A layer's output lives until its last consumer; Detect's (and, with
+ * keep_all, everyone's) until the end. */
+static void compute_lifetimes(yolo_ctx *ctx)
+{
+    const yolo_model *m = ctx->model;
+    int n = m->n_layers;
+    for (int i = 0; i < n; i++) {
+        ctx->plan[i].first = i + 1;
+        ctx->plan[i].last = ctx->keep_all ? n + 1 : i + 1;
+    }
+    for (int j = 0; j < n; j++) {
+        const model_layer *l = &m->layers[j];
+        for (int k = 0; k < l->n_inputs; k++) {
+            int p = l->inputs[k];
+            if (p >= 0 && ctx->plan[p].last < j + 1)
+                ctx->plan[p].last = j + 1;
+        }
+    }
+    ctx->plan[n - 1].last = n + 1;
+}
+
+static int by_size_desc(const void *a, const void *b)
+{
+    const struct plan_span *x = a, *y = b;
+    if (x->bytes != y->bytes)
+        return x->bytes > y->bytes ? -1 : 1;
+    return x->idx - y->idx;
+}
+
+static int by_offset(const void *a, const void *b)
+{
+    const struct plan_span *x = a, *y = b;
+    return x->off < y->off ? -1 : x->off > y->off;
+}
+
+static int lifetimes_overlap(const layer_plan *a, const layer_plan *b)
+{
+    return a->first <= b->last && b->first <= a->last;
+}
+
+/* Lowest aligned offset for layer i that avoids every already placed output
+ * alive at the same time (order[0..placed) are placed). */
+static size_t find_offset(yolo_ctx *ctx, int i, int placed)
+{
+    int nc = 0;
+    for (int k = 0; k < placed; k++) {
+        const layer_plan *o = &ctx->plan[ctx->order[k]];
+        if (lifetimes_overlap(o, &ctx->plan[i])) {
+            ctx->spans[nc].off = o->offset;
+            ctx->spans[nc].end = o->offset + o->bytes;
+            nc++;
+        }
+    }
+    qsort(ctx->spans, (size_t)nc, sizeof *ctx->spans, by_offset);
+    size_t off = 0, need = ctx->plan[i].bytes;
+    for (int k = 0; k < nc; k++) {
+        if (off + need <= ctx->spans[k].off)
+            break;
+        if (ctx->spans[k].end > off)
+            off = align_up(ctx->spans[k].end, ARENA_ALIGN);
+    }
+    return off;
+}
+
+static void place_outputs(yolo_ctx *ctx)
+{
+    int n = ctx->model->n_layers;
+    for (int i = 0; i < n; i++) {
+        ctx->spans[i].bytes = ctx->plan[i].bytes;
+        ctx->spans[i].idx = i;
+    }
+    qsort(ctx->spans, (size_t)n, sizeof *ctx->spans, by_size_desc);
+    for (int k = 0; k < n; k++)
+        ctx->order[k] = ctx->spans[k].idx;
+    size_t total = 0;
+    for (int k = 0; k < n; k++) {
+        layer_plan *p = &ctx->plan[ctx->order[k]];
+        p->offset = find_offset(ctx, ctx->order[k], k);
+        if (p->offset + p->bytes > total)
+            total = p->offset + p->bytes;
+    }
+    ctx->arena_bytes = total;
+    /* An output stays readable after the run unless a later layer's output
+     * shares its memory. */
+    for (int i = 0; i < n; i++) {
+        layer_plan *p = &ctx->plan[i];
+        p->intact = 1;
+        for (int j = i + 1; j < n && p->intact; j++) {
+            const layer_plan *q = &ctx->plan[j];
+            if (p->offset < q->offset + q->bytes && q->offset < p->offset + p->bytes)
+                p->intact = 0;
+        }
+    }
+}
+
+/* Grows a 64-aligned buffer; keeps the old one when it is big enough. */
+static int ensure_buffer(float **buf, size_t *cap, size_t bytes)
+{
+    if (*buf && *cap >= bytes)
+        return 1;
+    size_t size = align_up(bytes ? bytes : ARENA_ALIGN, ARENA_ALIGN);
+    void *p = aligned_alloc(ARENA_ALIGN, size);
+    if (!p)
+        return 0;
+    free(*buf);
+    *buf = p;
+    *cap = size;
+    return 1;
+}
+
+static void plan_layers(yolo_ctx *ctx, yolo_shape input, size_t *scratch_floats)
+{
+    const yolo_model *m = ctx->model;
+    yolo_shape in[YOLO_MAX_INPUTS];
+    ctx->flops = 0;
+    *scratch_floats = 0;
+    for (int i = 0; i < m->n_layers; i++) {
+        const model_layer *l = &m->layers[i];
+        const op_vtable *op = op_lookup(l->type);
+        layer_plan *p = &ctx->plan[i];
+        for (int k = 0; k < l->n_inputs; k++)
+            in[k] = l->inputs[k] < 0 ? input : ctx->shapes[l->inputs[k]];
+        p->shape = ctx->shapes[i];
+        p->bytes = align_up(shape_elems(p->shape) * sizeof(float), ARENA_ALIGN);
+        p->flops = op->flops ? op->flops(l, in, l->n_inputs, p->shape) : 0;
+        ctx->flops += p->flops;
+        size_t s = op->scratch ? op->scratch(l, in, l->n_inputs, p->shape) : 0;
+        if (s > *scratch_floats)
+            *scratch_floats = s;
+    }
+}
+
+static yolo_status plan(yolo_ctx *ctx, int batch, int height, int width)
+{
+    ctx->planned = 0;
+    ctx->has_output = 0;
+    yolo_status st = check_plan_args(ctx, batch, height, width);
+    if (st != YOLO_OK)
+        return st;
+    yolo_shape input = {batch, 3, height, width};
+    st = graph_infer_shapes(ctx->model, input, ctx->shapes);
+    if (st != YOLO_OK)
+        return st;
+    size_t scratch_floats;
+    plan_layers(ctx, input, &scratch_floats);
+    compute_lifetimes(ctx);
+    place_outputs(ctx);
+    ctx->scratch_bytes = scratch_floats * sizeof(float);
+    if (!ensure_buffer(&ctx->arena, &ctx->arena_cap, ctx->arena_bytes))
+        return yolo_fail(YOLO_ERR_NOMEM,
+                         "cannot allocate a %zu-byte activation arena for %dx3x%dx%d",
+                         ctx->arena_bytes, batch, height, width);
+    if (!ensure_buffer(&ctx->scratch, &ctx->scratch_cap, ctx->scratch_bytes))
+        return yolo_fail(YOLO_ERR_NOMEM, "cannot allocate %zu bytes of scratch for %dx3x%dx%d",
+                         ctx->scratch_bytes, batch, height, width);
+    ctx->batch = batch;
+    ctx->height = height;
+    ctx->width = width;
+    ctx->planned = 1;
+    return YOLO_OK;
+}
+
+yolo_status yolo_ctx_plan(yolo_ctx *ctx, int batch, int height, int width)
+{
+    yolo_clear_error();
+    if (!ctx)
+        return yolo_fail(YOLO_ERR_INVALID_ARG, "yolo_ctx_plan: ctx is NULL");
+    return plan(ctx, batch, height, width);
+}
+
+yolo_status yolo_ctx_memory_info(const yolo_ctx *ctx, yolo_ctx_memory *out)
+{
+    yolo_clear_error();
+    if (!ctx || !out)
+        return yolo_fail(YOLO_ERR_INVALID_ARG, "yolo_ctx_memory_info: NULL argument");
+    memset(out, 0, sizeof *out);
+    out->weight_bytes = ctx->model->info.weight_bytes;
+    if (ctx->planned) {
+        out->arena_bytes = ctx->arena_bytes;
+        out->scratch_bytes = ctx->scratch_bytes;
+        out->flops = ctx->flops;
+    }
+    return YOLO_OK;
+}
+
+/* ---- running ------------------------------------------------------------------ */
+
+static float *layer_data(const yolo_ctx *ctx, int i)
+{
+    return (float *)(void *)((char *)ctx->arena + ctx->plan[i].offset);
+}
+
+static void run_layer(yolo_ctx *ctx, int i, const float *input, yolo_shape in_shape)
+{
+    const model_layer *l = &ctx->model->layers[i];
+    const op_vtable *op = op_lookup(l->type);
+    op_args a;
+    a.model = ctx->model;
+    a.layer = l;
+    a.n_in = l->n_inputs;
+    for (int k = 0; k < l->n_inputs; k++) {
+        int p = l->inputs[k];
+        a.in[k] = p < 0 ? input : layer_data(ctx, p);
+        a.in_shape[k] = p < 0 ? in_shape : ctx->plan[p].shape;
+    }
+    a.out = layer_data(ctx, i);
+    a.out_shape = ctx->plan[i].shape;
+    a.scratch = ctx->scratch;
+    if (ctx->params.backend == YOLO_BACKEND_REFERENCE)
+        op->run_reference(&a);
+    else
+        op->run(&a);
+}
+
+static int report_layer(const yolo_ctx *ctx, int i, uint64_t start, uint64_t end)
+{
+    const model_layer *l = &ctx->model->layers[i];
+    const layer_plan *p = &ctx->plan[i];
+    yolo_layer_event ev;
+    ev.layer_index = i;
+    ev.source_index = l->source_index;
+    ev.type_name = layer_type_name(l);
+    ev.batch = p->shape.n;
+    ev.channels = p->shape.c;
+    ev.height = p->shape.h;
+    ev.width = p->shape.w;
+    ev.flops = p->flops;
+    ev.elapsed_ns = end - start;
+    ev.start_ns = start;
+    return ctx->params.on_layer(ctx->params.user, &ev);
+}
+
+yolo_status yolo_forward(yolo_ctx *ctx, const float *input, int batch, int height, int width)
+{
+    yolo_clear_error();
+    if (!ctx || !input)
+        return yolo_fail(YOLO_ERR_INVALID_ARG, "yolo_forward: ctx and input must not be NULL");
+    if (!ctx->planned || ctx->batch != batch || ctx->height != height || ctx->width != width) {
+        yolo_status st = plan(ctx, batch, height, width);
+        if (st != YOLO_OK)
+            return st;
+    }
+    ctx->has_output = 0;
+    if (ctx->params.threads > 0)
+        openblas_set_num_threads(ctx->params.threads);
+    yolo_shape in_shape = {batch, 3, height, width};
+    yolo_layer_callback cb = ctx->params.on_layer;
+    for (int i = 0; i < ctx->model->n_layers; i++) {
+        uint64_t start = cb ? yolo_now_ns() : 0;
+        run_layer(ctx, i, input, in_shape);
+        if (cb && report_layer(ctx, i, start, yolo_now_ns()) != 0)
+            return yolo_fail(YOLO_ERR_CANCELLED,
+                             "yolo_forward: the layer callback stopped the run after layer %d (%s)",
+                             i, layer_type_name(&ctx->model->layers[i]));
+    }
+    ctx->has_output = 1;
+    return YOLO_OK;
+}
+
+static yolo_status check_output(const yolo_ctx *ctx, int b, const char *fn)
+{
+    if (!ctx)
+        return yolo_fail(YOLO_ERR_INVALID_ARG, "%s: ctx is NULL", fn);
+    if (!ctx->has_output)
+        return yolo_fail(YOLO_ERR_INVALID_ARG, "%s: no completed forward pass on this ctx", fn);
+    if (b < 0 || b >= ctx->batch)
+        return yolo_fail(YOLO_ERR_INVALID_ARG, "%s: batch item %d out of range (batch is %d)", fn,
+                         b, ctx->batch);
+    return YOLO_OK;
+}
+
+yolo_status yolo_predictions(const yolo_ctx *ctx, int b, const float **pred, int *rows,
+                             int *cols)
+{
+    yolo_clear_error();
+    yolo_status st = check_output(ctx, b, "yolo_predictions");
+    if (st != YOLO_OK)
+        return st;
+    if (!pred || !rows || !cols)
+        return yolo_fail(YOLO_ERR_INVALID_ARG, "yolo_predictions: NULL output pointer");
+    int last = ctx->model->n_layers - 1;
+    yolo_shape s = ctx->plan[last].shape;
+    *pred = layer_data(ctx, last) + (size_t)b * (size_t)s.h * (size_t)s.w;
+    *rows = s.h;
+    *cols = s.w;
+    return YOLO_OK;
+}
+
+yolo_status yolo_layer_output(const yolo_ctx *ctx, int layer, int b, const float **data,
+                              int *channels, int *height, int *width)
+{
+    yolo_clear_error();
+    yolo_status st = check_output(ctx, b, "yolo_layer_output");
+    if (st != YOLO_OK)
+        return st;
+    if (!data || !channels || !height || !width)
+        return yolo_fail(YOLO_ERR_INVALID_ARG, "yolo_layer_output: NULL output pointer");
+    if (layer < 0 || layer >= ctx->model->n_layers)
+        return yolo_fail(YOLO_ERR_INVALID_ARG, "yolo_layer_output: layer %d out of range (0..%d)",
+                         layer, ctx->model->n_layers - 1);
+    const layer_plan *p = &ctx->plan[layer];
+    if (!p->intact)
+        return yolo_fail(YOLO_ERR_UNSUPPORTED,
+                         "yolo_layer_output: the output of layer %d (%s) was overwritten later in "
+                         "the run (activation memory is reused); use a ctx with the REFERENCE "
+                         "backend, which keeps every layer's output",
+                         layer, layer_type_name(&ctx->model->layers[layer]));
+    size_t per_item = (size_t)p->shape.c * (size_t)p->shape.h * (size_t)p->shape.w;
+    *data = layer_data(ctx, layer) + (size_t)b * per_item;
+    *channels = p->shape.c;
+    *height = p->shape.h;
+    *width = p->shape.w;
+    return YOLO_OK;
+}

@@ -1,0 +1,64 @@
+/*
+ * Private to model.c, graph.c and detect.c: the context struct and the shape
+ * inference that both the loader (on a nominal input) and the planner (on
+ * the real input) run over the graph.
+ */
+#ifndef LIBYOLO_GRAPH_H
+#define LIBYOLO_GRAPH_H
+
+#include "internal.h"
+
+/* Largest element count of one layer output (whole batch). Kernels index
+ * with int in places, so stay below INT_MAX. */
+#define GRAPH_MAX_ELEMS ((size_t)0x7fffffff)
+
+/* Output shapes of every layer for an input of shape `input`. Checks each
+ * layer through its op's shape(), c_out, the Detect grid sizes against the
+ * strides and the element bound. On failure the message starts with
+ * `who` (the model path). out has model->n_layers entries. */
+yolo_status graph_infer_shapes(const yolo_model *model, yolo_shape input, yolo_shape *out);
+
+/* Where one layer's output lives in the arena for the planned shape. */
+typedef struct {
+    yolo_shape shape;
+    uint64_t flops;
+    size_t offset;      /* bytes from the arena start, 64-aligned */
+    size_t bytes;
+    int first, last;    /* live range in steps: input = 0, layer i = i + 1 */
+    int intact;         /* 1: nothing later overwrites it during a run */
+} layer_plan;
+
+struct yolo_ctx {
+    const yolo_model *model;
+    yolo_ctx_params params;
+    /* Keep every layer's output (no memory reuse) so yolo_layer_output works
+     * for all layers. Set for the REFERENCE backend; when yolo_ctx_params
+     * grows a `keep_layer_outputs` field, set it from that in ctx_create. */
+    int keep_all;
+
+    /* plan: valid when planned != 0 */
+    int planned;
+    int batch, height, width;
+    layer_plan *plan;           /* n_layers entries, allocated at create */
+    size_t arena_bytes, scratch_bytes;
+    uint64_t flops;
+    float *arena;               /* 64-aligned, arena_cap bytes */
+    size_t arena_cap;
+    float *scratch;             /* 64-aligned, scratch_cap bytes */
+    size_t scratch_cap;
+    int has_output;             /* last forward completed */
+
+    /* planning work space, allocated at create (n_layers entries each) */
+    int *order;
+    yolo_shape *shapes;
+    struct plan_span *spans;
+
+    /* yolo_detect's buffers, grown on demand */
+    float *det_input;
+    size_t det_input_cap;       /* floats */
+    yolo_detection *dets;
+    int dets_cap;
+    int n_dets;
+};
+
+#endif /* LIBYOLO_GRAPH_H */
