@@ -36,7 +36,7 @@ TEST_BIN  := $(TEST_SRC:test/%.c=$(BUILD)/test/%)
 STATIC    := $(BUILD)/libyolo.a
 SHAREDLIB := $(BUILD)/libyolo.so.$(VERSION)
 
-.PHONY: all lib bench tests test test-c test-asan test-scripts run deps check-deps \
+.PHONY: all lib bench tests test test-c test-asan test-scripts test-e2e run deps check-deps \
         weights goldens check-official install uninstall clean peers help
 .DELETE_ON_ERROR:
 
@@ -82,8 +82,12 @@ $(SHAREDLIB): $(LIB_OBJ)
 	ln -sf libyolo.so.$(SOVERSION) $(BUILD)/libyolo.so
 
 # ---- bench -------------------------------------------------------------------
-bench: bench/run
-bench/run: $(BENCH_OBJ) $(STATIC)
+# Built under $(BUILD) so sanitizer builds never replace the normal binary;
+# bench/run is a link to the normal build's.
+BENCH_BIN := $(BUILD)/bench/run
+bench: $(BENCH_BIN)
+	@[ "$(BUILD)" != build ] || ln -sf ../build/bench/run bench/run
+$(BENCH_BIN): $(BENCH_OBJ) $(STATIC)
 	$(CC) $(SANITIZE) -o $@ $(BENCH_OBJ) $(STATIC) $(LIBS)
 
 # ---- tools and examples built on the public API -------------------------------
@@ -105,21 +109,31 @@ $(BUILD)/test/%: test/%.c test/testutil.h $(STATIC) $(BENCH_LIB_OBJ)
 test-c: tests bench
 	@set -e; for t in $(TEST_BIN); do echo "== $$t"; YOLO_BUILD=$(BUILD) ./$$t; done
 
-# Python and shell suites: exporter, synthetic models, install + example,
-# bench end to end. Each prints its own `N passed, N failed` line.
+# Python and shell suites: exporter, synthetic models, install + example.
+# Each prints its own `N passed, N failed` line.
+SCRIPT_TESTS := $(filter-out test/test_bench_e2e.sh,$(wildcard test/test_*.sh))
 test-scripts: tests bench
 	@set -e; for t in $(wildcard test/test_*.py); do echo "== $$t"; $(PYTHON) $$t; done; \
-	for t in $(wildcard test/test_*.sh); do echo "== $$t"; BUILD=$(BUILD) PYTHON=$(PYTHON) sh $$t; done
+	for t in $(SCRIPT_TESTS); do echo "== $$t"; \
+	    YOLO_BUILD=$(BUILD) BENCH_RUN=$(BENCH_BIN) PYTHON=$(PYTHON) sh $$t; done
 
+# bench/run end to end on the bundled photos.
+test-e2e: bench $(DUMP)
+	@echo "== test/test_bench_e2e.sh"
+	@YOLO_BUILD=$(BUILD) BENCH_RUN=$(BENCH_BIN) PYTHON=$(PYTHON) sh test/test_bench_e2e.sh
+
+# The C suites and the bench end-to-end test again, under ASan + UBSan.
 ASAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 test-asan:
-	$(MAKE) --no-print-directory BUILD=build-asan OPT=-O1 SANITIZE="$(ASAN_FLAGS)" \
-	    ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 test-c
+	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+	$(MAKE) --no-print-directory BUILD=build-asan OPT=-O1 SANITIZE="$(ASAN_FLAGS)" test-c test-e2e
 
 test: deps weights
 	$(MAKE) --no-print-directory test-c
 	$(MAKE) --no-print-directory test-scripts
+	$(MAKE) --no-print-directory test-e2e
 	$(MAKE) --no-print-directory test-asan
+	@echo "make test: every suite passed"
 
 # ---- synthetic weights, goldens, fixtures ------------------------------------
 # Deterministic synthetic checkpoints in the official format, exported like a
@@ -141,7 +155,7 @@ check-official: lib $(DUMP)
 run: deps lib bench weights
 	@echo "NOTE: weights/yolov7-tiny.bin is a SYNTHETIC model (random calibrated weights):"
 	@echo "      its boxes are meaningless. See README.md to export the official weights."
-	./bench/run weights/yolov7-tiny.bin images/
+	$(BENCH_BIN) weights/yolov7-tiny.bin images/
 
 # ---- install -------------------------------------------------------------------
 install: lib
@@ -159,6 +173,6 @@ uninstall:
 	rm -f $(DESTDIR)$(INCDIR)/yolo.h $(DESTDIR)$(LIBDIR)/libyolo.* $(DESTDIR)$(PCDIR)/libyolo.pc
 
 clean:
-	rm -rf build build-asan bench/run
+	rm -rf build build-asan bench/run outputs
 
 -include $(LIB_OBJ:.o=.d) $(BENCH_OBJ:.o=.d)

@@ -1,0 +1,277 @@
+#!/bin/sh
+# End-to-end test of bench/run: a real run on images/ with the synthetic
+# yolov7-tiny into a temporary run folder, every output file parsed and
+# checked (trace nesting, CSV headers, detections against build/yolo-dump),
+# then bad inputs, a full disk, Ctrl-C and run-folder naming. Run from the
+# repository root after `make bench/run weights`. Prints "N passed, N failed"
+# (and skipped checks by name, never counted as passed); exit 1 if any failed.
+set -u
+PY=${PYTHON:-/usr/bin/python3}
+RUN=${BENCH_RUN:-./bench/run}
+MODEL=${BENCH_MODEL:-weights/yolov7-tiny.bin}
+IMAGES=${BENCH_IMAGES:-images}
+DUMP=${YOLO_DUMP:-${YOLO_BUILD:-build}/yolo-dump}
+T=$(mktemp -d /tmp/bench_e2e.XXXXXX)
+trap 'rm -rf "$T"' EXIT
+pass=0 fail=0 skip=0
+ok() { pass=$((pass + 1)); echo "ok   - $1"; }
+ko() { fail=$((fail + 1)); echo "FAIL - $1"; }
+sk() { skip=$((skip + 1)); echo "SKIP - $1"; }
+check() { # check NAME COMMAND...
+    name=$1; shift
+    if "$@" >"$T/check.out" 2>&1; then ok "$name"; else ko "$name"; sed 's/^/     /' "$T/check.out"; fi
+}
+# expect_fail NAME NEEDLE [WANT_STATUS] -- ARGS: exit non-zero (or WANT) and NEEDLE on stderr
+expect_fail() {
+    name=$1 needle=$2 want=$3; shift 4
+    "$RUN" "$@" >"$T/out" 2>"$T/err"; st=$?
+    if [ "$st" -eq 0 ]; then ko "$name: exit 0"; return; fi
+    if [ -n "$want" ] && [ "$st" -ne "$want" ]; then ko "$name: exit $st, want $want"; sed 's/^/     /' "$T/err"; return; fi
+    if grep -q -- "$needle" "$T/err"; then ok "$name (exit $st)"; else ko "$name: no '$needle' in: $(cat "$T/err")"; fi
+}
+
+if [ ! -x "$RUN" ]; then ko "bench/run is built ($RUN missing)"; echo "$pass passed, $fail failed"; exit 1; fi
+if [ ! -f "$MODEL" ]; then ko "model $MODEL exists (make weights)"; echo "$pass passed, $fail failed"; exit 1; fi
+NIMG=$(find "$IMAGES" -type f \( -name '*.png' -o -name '*.jpg' -o -name '*.jpeg' \) | wc -l)
+
+# ---- the main run -----------------------------------------------------------------------
+R="$T/run"
+"$RUN" "$MODEL" "$IMAGES" --run-dir "$R" --warmup 1 --runs 1 --quiet >"$T/main.out" 2>"$T/main.err"
+st=$?
+if [ $st -eq 0 ]; then ok "main run exits 0"; else ko "main run exits 0 (got $st)"; cat "$T/main.err"; fi
+check "prints where the run folder is" grep -q "run folder: $R" "$T/main.out"
+for f in run.json summary.json layer_timer.csv layer_types.csv steps_timer.csv energy.csv \
+         memory.csv memory_phases.csv trace.json detections.json detections_coco.json; do
+    check "$f exists" test -s "$R/$f"
+done
+check "no temporary files left" sh -c "! find '$R' -name '*.tmp*' | grep -q ."
+check "one annotated image per input ($NIMG)" test "$(ls "$R/images" | grep -c '\.jpg$')" -eq "$NIMG"
+
+cat >"$T/validate.py" <<'PYEOF'
+import csv, json, math, sys
+d = sys.argv[1]; nimg = int(sys.argv[2]); what = sys.argv[3]
+def load(n): return json.load(open(f"{d}/{n}"))
+def header(n): return next(csv.reader(open(f"{d}/{n}")))
+def rows(n): return list(csv.DictReader(open(f"{d}/{n}")))
+if what == "json":
+    for n in ["run.json", "summary.json", "detections.json", "detections_coco.json", "trace.json"]:
+        load(n)
+elif what == "run":
+    r = load("run.json")
+    assert r["completed"] is True and r["schema_version"] == 1, r
+    for k in ["count", "batch", "img-size", "square", "conf", "iou", "multi-label", "warmup",
+              "runs", "min-time", "threads", "pin", "run-dir", "save-raw", "quiet"]:
+        assert k in r["options"], k
+    assert len(r["model"]["sha256"]) == 64 and r["model"]["classes"] > 0
+    assert r["model"]["gflops_at_img_size_square"] > 0
+    for k in ["cpu_model", "kernel", "compiler", "libyolo_version", "fma_peak_gflop_per_s"]:
+        assert r["machine"][k], k
+    assert r["start_utc"].endswith("Z") and r["end_utc"].endswith("Z")
+elif what == "summary":
+    s = load("summary.json")
+    assert s["latency_ms_median"] > 0 and s["throughput_img_per_s"] > 0
+    assert s["images_timed"] == nimg, s["images_timed"]
+    assert s["forward_samples"] == nimg and s["forward_ms_min"] <= s["forward_ms_p50"] <= s["forward_ms_max"]
+    assert 0.5 < s["layer_coverage_ratio"] <= 1.0 + 1e-9, s["layer_coverage_ratio"]
+    assert s["layer_timing_overhead_pct"] is not None
+    if s["energy_source"] == "unavailable":
+        # null, never 0, and a reason
+        assert s["energy_j_per_image"] is None and s["energy_j_timed"] is None
+        assert s["energy_unavailable_reason"]
+    else:
+        assert s["energy_j_timed"] > 0
+elif what == "csv":
+    assert header("layer_timer.csv") == ["pass", "batch", "layer", "source_index", "type", "out_n",
+        "out_c", "out_h", "out_w", "flops", "ns", "start_us"]
+    assert header("steps_timer.csv") == ["phase", "pass", "batch", "image_index", "image", "step",
+        "parent", "start_us", "ns"]
+    assert header("layer_types.csv")[:3] == ["type", "layers_per_forward", "calls"]
+    assert header("energy.csv")[:6] == ["phase", "pass", "source", "seconds", "images", "energy_j"]
+    assert header("memory.csv") == ["t_s", "phase", "rss_bytes"]
+    assert header("memory_phases.csv")[0] == "phase"
+    lt = rows("layer_timer.csv")
+    r = load("run.json")
+    assert len(lt) == nimg * r["model"]["layers"], (len(lt), nimg, r["model"]["layers"])
+    types = rows("layer_types.csv")
+    assert types[-1]["type"] == "ALL" and int(types[-1]["calls"]) == len(lt)
+    assert sum(int(t["calls"]) for t in types[:-1]) == len(lt)
+    st = rows("steps_timer.csv")
+    assert {x["step"] for x in st} >= {"decode", "letterbox", "to_tensor", "forward", "postprocess", "nms", "scale_boxes", "batch"}
+    assert len([x for x in st if x["step"] == "forward" and x["phase"] == "timed"]) == nimg
+    e = rows("energy.csv")
+    if e[0]["source"] == "unavailable":
+        assert all(x["energy_j"] == "" for x in e), "unavailable energy must be empty, not 0"
+    assert len(rows("memory.csv")) > 0
+elif what == "trace":
+    t = load("trace.json")
+    ev = t["traceEvents"]; assert isinstance(ev, list) and ev
+    assert any(e["ph"] == "M" and e["name"] == "thread_name" for e in ev)
+    assert any(e["ph"] == "C" for e in ev)
+    xs = [e for e in ev if e["ph"] == "X"]
+    for e in xs:
+        assert {"name", "ph", "ts", "dur", "pid", "tid"} <= set(e), e
+    assert {e["cat"] for e in xs} >= {"pass", "batch", "step", "layer"}
+    by = {}
+    for e in xs: by.setdefault((e["pid"], e["tid"]), []).append(e)
+    for evs in by.values():
+        evs.sort(key=lambda e: (e["ts"], -e["dur"]))
+        stack = []
+        for e in evs:
+            while stack and stack[-1] <= e["ts"] + 1e-9: stack.pop()
+            end = e["ts"] + e["dur"]
+            assert not stack or end <= stack[-1] + 1e-9, f"{e} overlaps its parent"
+            stack.append(end)
+    # every layer event lies inside a forward step
+    fw = [(e["ts"], e["ts"] + e["dur"]) for e in xs if e["name"] == "forward"]
+    for e in xs:
+        if e["cat"] == "layer":
+            assert any(a <= e["ts"] and e["ts"] + e["dur"] <= b + 1e-9 for a, b in fw), e
+elif what == "detections":
+    dj = load("detections.json"); coco = load("detections_coco.json")
+    assert len(dj["images"]) == nimg
+    n = 0
+    for im in dj["images"]:
+        for det in im["detections"]:
+            x1, y1, x2, y2 = det["box"]
+            assert 0 <= x1 <= x2 <= im["width"] and 0 <= y1 <= y2 <= im["height"], det
+            assert 0 <= det["confidence"] <= 1 and det["class_name"]
+            n += 1
+    assert len(coco) == n
+    valid = set(list(range(1, 12)) + list(range(13, 26)) + [27, 28] + list(range(31, 45)) +
+                list(range(46, 66)) + [67, 70] + list(range(72, 83)) + list(range(84, 91)))
+    for c in coco:
+        assert c["category_id"] in valid and len(c["bbox"]) == 4 and c["bbox"][2] >= 0
+elif what == "compare":  # detections.json image vs yolo-dump --det-out file
+    name, ref = sys.argv[4], sys.argv[5]
+    im = [i for i in load("detections.json")["images"] if i["file"] == name][0]
+    ref = json.load(open(ref))
+    mine = im["detections"]
+    assert len(mine) == len(ref), (len(mine), len(ref))
+    for a, b in zip(mine, ref):
+        assert a["class_id"] == b["cls"], (a, b)
+        assert abs(a["confidence"] - b["conf"]) < 1e-4, (a, b)
+        for u, v in zip(a["box"], [b["x1"], b["y1"], b["x2"], b["y2"]]):
+            assert abs(u - v) < 1e-2, (a, b)
+elif what == "incomplete":
+    r = load("run.json")
+    assert r["completed"] is False, r["completed"]
+    if len(sys.argv) > 4: assert r["interrupted_by_signal"] == int(sys.argv[4]), r["interrupted_by_signal"]
+PYEOF
+V() { "$PY" "$T/validate.py" "$@"; }
+check "all JSON files parse" V "$R" "$NIMG" json
+check "run.json: options, model, machine, times, completed" V "$R" "$NIMG" run
+check "summary.json: headline figures, energy null not 0" V "$R" "$NIMG" summary
+check "CSV headers and row counts" V "$R" "$NIMG" csv
+check "trace.json: events, strict nesting, counters, metadata" V "$R" "$NIMG" trace
+check "detections.json / detections_coco.json consistent" V "$R" "$NIMG" detections
+
+if [ -x "$DUMP" ]; then
+    for img in $(cd "$IMAGES" && find . -type f \( -name '*.png' -o -name '*.jpg' \) | sed 's|^\./||' | sort); do
+        if "$DUMP" "$MODEL" "$IMAGES/$img" --det-out "$T/ref.json" >/dev/null 2>"$T/dump.err"; then
+            check "detections of $img match yolo-dump" V "$R" "$NIMG" compare "$img" "$T/ref.json"
+        else
+            ko "yolo-dump on $img: $(cat "$T/dump.err")"
+        fi
+    done
+else
+    sk "detections vs the library's own ($DUMP not built: run make $DUMP)"
+fi
+
+# ---- options and suite file ------------------------------------------------------------------
+printf 'runs = 2\nwarmup = 3\ncount = 2\nno-images = true\nlayer-timing = false\n' >"$T/suite.conf"
+"$RUN" "$MODEL" "$IMAGES" --config "$T/suite.conf" --warmup 0 --run-dir "$T/cfg" --quiet >/dev/null 2>"$T/err"
+check "suite file run exits 0" test $? -eq 0
+check "suite file values used, command line wins" "$PY" -c "
+import json; r = json.load(open('$T/cfg/run.json'))['options']; s = json.load(open('$T/cfg/summary.json'))
+assert r['runs'] == 2 and r['warmup'] == 0 and r['count'] == 2, r
+assert s['timed_passes'] == 2 and s['warmup_passes'] == 0 and s['images_timed'] == 4, s"
+check "--no-images writes no images/" test ! -e "$T/cfg/images"
+
+# ---- batches and raw predictions ---------------------------------------------------------------
+"$RUN" "$MODEL" "$IMAGES" --batch 2 --count 2 --warmup 0 --runs 1 --no-layer-timing --no-images --save-raw --run-dir "$T/b2" --quiet >/dev/null 2>"$T/err"
+check "--batch 2 --save-raw run exits 0" test $? -eq 0
+check "--save-raw: .npy per image with rows x (5+classes)" "$PY" -c "
+import json, glob, numpy as np
+d = json.load(open('$T/b2/detections.json'))['images']; r = json.load(open('$T/b2/run.json'))
+f = sorted(glob.glob('$T/b2/raw/*.npy')); assert len(f) == len(d) == 2, f
+a = np.load(f[0]); assert a.dtype == np.float32 and a.shape[1] == 5 + r['model']['classes'], a.shape
+assert d[0]['input_width'] == d[1]['input_width'] and d[0]['input_height'] == d[1]['input_height']"
+
+# ---- run folder naming: never overwrite -------------------------------------------------------
+mkdir "$T/cwd"
+ABSRUN=$(cd "$(dirname "$RUN")" && pwd)/$(basename "$RUN")
+ABSMODEL=$(cd "$(dirname "$MODEL")" && pwd)/$(basename "$MODEL")
+ABSIMG=$(cd "$IMAGES" && pwd)
+for i in 1 2; do
+    (cd "$T/cwd" && "$ABSRUN" "$ABSMODEL" "$ABSIMG" --count 1 --warmup 0 --runs 1 --no-layer-timing --no-images --quiet >/dev/null 2>&1)
+done
+check "two default runs get two outputs/<run_id> folders" test "$(ls "$T/cwd/outputs" | wc -l)" -eq 2
+check "run_id is UTC time plus model name" sh -c "ls '$T/cwd/outputs' | grep -Eq '^[0-9]{8}T[0-9]{6}Z_'"
+expect_fail "--run-dir of an earlier run refused" "already holds a run" 1 -- "$MODEL" "$IMAGES" --run-dir "$R" --quiet
+
+# ---- bad inputs -----------------------------------------------------------------------------------
+mkdir "$T/empty"
+head -c 5000 /dev/urandom >"$T/corrupt.bin"
+head -c 4096 "$MODEL" >"$T/truncated.bin"
+expect_fail "missing image folder" "No such file" 1 -- "$MODEL" "$T/nope" --run-dir "$T/x1"
+expect_fail "empty image folder" "no PNG or JPEG" 1 -- "$MODEL" "$T/empty" --run-dir "$T/x2"
+expect_fail "corrupt model" "cannot load model" 1 -- "$T/corrupt.bin" "$IMAGES" --run-dir "$T/x3"
+expect_fail "truncated model" "cannot load model" 1 -- "$T/truncated.bin" "$IMAGES" --run-dir "$T/x4"
+expect_fail "missing model" "cannot load model" 1 -- "$T/none.bin" "$IMAGES" --run-dir "$T/x5"
+expect_fail "bad option value" "out of range" 64 -- "$MODEL" "$IMAGES" --batch 0
+expect_fail "unknown option" "unknown option" 64 -- "$MODEL" "$IMAGES" --frobnicate
+expect_fail "img-size not a multiple of the stride" "not a multiple" 64 -- "$MODEL" "$IMAGES" --img-size 100 --run-dir "$T/x6"
+expect_fail "run dir that cannot be created" "cannot create run dir" 1 -- "$MODEL" "$IMAGES" --run-dir /dev/null/run
+check "no run folder left by failures before the run" test ! -e "$T/x1" -a ! -e "$T/x3" -a ! -e "$T/x6"
+
+# unreadable and truncated images are skipped, named, and the run goes on with exit 2
+mkdir "$T/mixed"
+FIRST=$(find "$IMAGES" -type f -name '*.png' | sort | head -1)
+cp "$FIRST" "$T/mixed/good.png"
+JPG=$(find "$IMAGES" -type f -name '*.jpg' | sort | head -1)
+head -c 3000 "$JPG" >"$T/mixed/truncated.jpg"
+printf '\211PNG\r\n\032\n garbage' >"$T/mixed/broken.png"
+"$RUN" "$MODEL" "$T/mixed" --run-dir "$T/mixedrun" --warmup 0 --runs 1 --no-layer-timing --quiet >/dev/null 2>"$T/err"
+st=$?
+check "skipped images give exit 2 (got $st)" test $st -eq 2
+check "warning names the truncated image" grep -q "skipping .*truncated.jpg" "$T/err"
+check "warning names the broken image" grep -q "skipping .*broken.png" "$T/err"
+check "the run went on with the good image" "$PY" -c "
+import json; s = json.load(open('$T/mixedrun/summary.json')); assert s['images_timed'] == 1 and s['images_skipped'] == 2, s"
+
+# ---- a full disk (file size limit): clear message, non-zero, no partial files ------------------------
+( ulimit -f 40; exec "$RUN" "$MODEL" "$IMAGES" --run-dir "$T/full" --warmup 0 --runs 1 --quiet ) >/dev/null 2>"$T/err"
+st=$?
+check "file size limit: exit non-zero (got $st)" test $st -ne 0
+check "file size limit: message names the file" grep -q "cannot write .*File too large" "$T/err"
+check "file size limit: no temporary files left" sh -c "! find '$T/full' -name '*.tmp*' | grep -q ."
+check "file size limit: every file present is complete JSON/CSV" "$PY" -c "
+import json, os, glob
+for f in glob.glob('$T/full/*.json'): json.load(open(f))
+assert not os.path.exists('$T/full/layer_timer.csv') or open('$T/full/layer_timer.csv').read().endswith('\n')"
+
+# ---- SIGINT: stop after the current batch, write what is complete, mark incomplete -------------
+"$RUN" "$MODEL" "$IMAGES" --run-dir "$T/int" --warmup 0 --runs 1000 --quiet >/dev/null 2>"$T/err" &
+pid=$!
+i=0
+while [ ! -s "$T/int/run.json" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+sleep 2
+kill -INT $pid
+wait $pid
+st=$?
+check "SIGINT: exit 130 (got $st)" test $st -eq 130
+check "SIGINT: run.json says incomplete, signal 2" V "$T/int" 0 incomplete 2
+check "SIGINT: summary.json and trace.json written" "$PY" -c "
+import json; json.load(open('$T/int/summary.json')); json.load(open('$T/int/trace.json'))"
+
+# ---- --help / --version ------------------------------------------------------------------------
+check "--help exits 0 and lists options" sh -c "'$RUN' --help | grep -q -- '--min-time'"
+check "--version" sh -c "'$RUN' --version | grep -q libyolo"
+
+echo
+if [ $skip -gt 0 ]; then
+    echo "$pass passed, $fail failed, $skip skipped"
+else
+    echo "$pass passed, $fail failed"
+fi
+[ $fail -eq 0 ]
