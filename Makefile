@@ -167,7 +167,7 @@ install: lib
 	ln -sf libyolo.so.$(SOVERSION) $(DESTDIR)$(LIBDIR)/libyolo.so
 	sed -e 's|@PREFIX@|$(PREFIX)|; s|@LIBDIR@|$(LIBDIR)|; s|@INCDIR@|$(INCDIR)|; s|@VERSION@|$(VERSION)|' \
 	    libyolo/libyolo.pc.in > $(DESTDIR)$(PCDIR)/libyolo.pc
-	if [ -z "$(DESTDIR)" ] && command -v ldconfig >/dev/null; then ldconfig; fi
+	case "$(DESTDIR):$(PREFIX)" in :/usr|:/usr/local) command -v ldconfig >/dev/null && ldconfig || true;; esac
 
 uninstall:
 	rm -f $(DESTDIR)$(INCDIR)/yolo.h $(DESTDIR)$(LIBDIR)/libyolo.* $(DESTDIR)$(PCDIR)/libyolo.pc
