@@ -17,6 +17,7 @@
  *      if IoU > iou_thres;
  *   7. at most max_det kept; the output boxes are the un-offset originals.
  */
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -312,6 +313,9 @@ yolo_status yolo_nms(const float *pred, int rows, int cols, const yolo_detect_pa
     size_t ncand = count_candidates(pred, rows, cols, thr, multi);
     if (ncand == 0)
         return YOLO_OK;
+    if (ncand > INT_MAX) /* candidate indices are ints */
+        return yolo_fail(YOLO_ERR_UNSUPPORTED, "yolo_nms: %zu candidates (rows %d x classes %d)",
+                         ncand, rows, cols - 5);
     nms_cand *cand = malloc(ncand * sizeof *cand);
     if (!cand)
         return yolo_fail(YOLO_ERR_NOMEM, "yolo_nms: no memory for %zu candidates", ncand);
