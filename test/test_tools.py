@@ -879,13 +879,16 @@ def test_works_with_torch_hidden():
     os.makedirs(fake, exist_ok=True)
     with open(os.path.join(fake, "torch.py"), "w") as fh:
         fh.write("raise ImportError('torch is hidden for this test')\n")
-    obj, _ = tiny_net()
-    save_pt(obj, tmp("hidden.pt"))
     env = dict(os.environ, PYTHONPATH=fake)
-    rc, msg = run_export(tmp("hidden.pt"), tmp("hidden.bin"), env=env)
-    assert rc == 0, msg
-    assert "params" in msg and "GFLOPs" in msg
-    read_model(tmp("hidden.bin"))
+    # both layouts found in the wild: release (Detect) and training (IDetect)
+    for head in ("Detect", "IDetect"):
+        obj, ref = tiny_net(head=head)
+        save_pt(obj, tmp("hidden.pt"))
+        rc, msg = run_export(tmp("hidden.pt"), tmp("hidden.bin"), env=env)
+        assert rc == 0, msg
+        assert "params" in msg and "GFLOPs" in msg
+        x = rand_input(32, 32)
+        compare(forward(read_model(tmp("hidden.bin")), x), ref(x.astype(np.float64)))
     # the fake module really is seen first: importing torch there fails
     r = subprocess.run([sys.executable, "-c", "import torch"], env=env, capture_output=True)
     assert r.returncode != 0
