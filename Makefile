@@ -139,6 +139,8 @@ test: deps weights
 # Deterministic synthetic checkpoints in the official format, exported like a
 # real one.  Nothing is downloaded.
 weights: weights/yolov7-tiny.bin weights/yolov7.bin
+# The checkpoints are kept: the reference and the peer comparison read them.
+.PRECIOUS: weights/%.pt
 weights/%.pt: tools/synth.py tools/archs.py | $(DEPS_STAMP)
 	$(PYTHON) tools/synth.py --arch $* --out $@
 weights/%.bin: weights/%.pt tools/export.py tools/ptload.py
