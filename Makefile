@@ -52,9 +52,11 @@ help:
 # ---- dependencies ----------------------------------------------------------
 # As root, missing Debian packages are installed; otherwise the exact command
 # is printed and the build stops.
-APT_PKGS := gcc make pkg-config libc6-dev zlib1g-dev libopenblas-dev libpng-dev \
+APT_PKGS := gcc make pkg-config libc6-dev zlib1g-dev libopenblas-dev libgfortran-12-dev libpng-dev \
             libjpeg62-turbo-dev libcmocka-dev python3 python3-numpy
-APT_TEST_PKGS := python3-torch
+# Only for regenerating the goldens (make goldens), never for make test.
+APT_GOLDEN_PKGS := python3-torch python3-opencv
+GOLDEN_PYTHON ?= /usr/bin/python3
 DEPS_STAMP := $(BUILD)/.deps-ok
 
 deps: $(DEPS_STAMP)
@@ -148,7 +150,8 @@ weights/%.bin: weights/%.pt tools/export.py tools/ptload.py
 
 # Regenerates test/golden with PyTorch (python3-torch); not part of `make test`.
 goldens: weights
-	$(PYTHON) tools/reference.py --out test/golden weights/yolov7-tiny.pt weights/yolov7.pt
+	@sh tools/ensure-deps.sh $(APT_GOLDEN_PKGS)
+	$(GOLDEN_PYTHON) tools/reference.py --out test/golden weights/yolov7-tiny.pt weights/yolov7.pt
 
 check-official: lib $(DUMP)
 	$(PYTHON) tools/check_official.py --shared $(SHARED) --build $(BUILD)
