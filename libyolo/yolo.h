@@ -198,12 +198,17 @@ typedef int (*yolo_layer_callback)(void *user, const yolo_layer_event *event);
 
 typedef enum {
     YOLO_BACKEND_GEMM = 0,      /* im2col + OpenBLAS sgemm */
-    YOLO_BACKEND_REFERENCE = 1  /* naive loops: slow, for testing */
+    YOLO_BACKEND_REFERENCE = 1, /* naive loops: slow, for testing */
+    YOLO_BACKEND_FAST = 2       /* the default: packed weights, own AVX-512 / AVX2
+                                 * kernels chosen for the CPU at run time, bias and
+                                 * activation fused, the ctx's own thread pool */
 } yolo_backend;
 
 typedef struct {
-    int threads;                 /* OpenBLAS threads for this ctx's runs; 0 = leave as is */
-    yolo_backend backend;
+    /* Threads for this ctx's runs. FAST: the ctx's own pool, 0 = one per
+     * online CPU. GEMM: OpenBLAS threads, 0 = leave OpenBLAS as is. */
+    int threads;
+    yolo_backend backend;        /* default YOLO_BACKEND_FAST */
     yolo_layer_callback on_layer; /* NULL: no timing cost */
     void *user;
     /* 1: give every layer its own memory so yolo_layer_output works for all

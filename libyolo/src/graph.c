@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "graph.h"
 
@@ -25,6 +26,7 @@ void openblas_set_num_threads(int num_threads);
 #define ARENA_ALIGN 64
 #define MAX_BATCH 4096
 #define MAX_SIDE 65536
+#define MAX_THREADS 256 /* FAST backend pool size cap */
 
 struct plan_span {
     size_t bytes; /* sorting key when ordering, unused when placing */
@@ -143,10 +145,79 @@ yolo_ctx_params yolo_ctx_default_params(void)
     yolo_ctx_params p;
     memset(&p, 0, sizeof p);
     p.threads = 0;
-    p.backend = YOLO_BACKEND_GEMM;
+    p.backend = YOLO_BACKEND_FAST;
     p.on_layer = NULL;
     p.user = NULL;
     return p;
+}
+
+/* ---- FAST backend state ------------------------------------------------------ */
+
+static int is_conv(const model_layer *l)
+{
+    return l->type == LAYER_CONV || l->type == LAYER_CONV2D;
+}
+
+/* The Conv layer's im2col depth Cin*k*k, from its validated weight tensor. */
+static size_t conv_depth(const model_layer *l)
+{
+    return l->tensors[0]->elems / (size_t)l->c_out;
+}
+
+/* Packs every Conv layer's weights for the microkernels into one buffer.
+ * (Owned by the ctx: the model is immutable; moving this to load time
+ * would let contexts share it.) */
+static yolo_status pack_all(yolo_ctx *c)
+{
+    const yolo_model *m = c->model;
+    size_t total = 0;
+    if (m->n_layers < 1)
+        return yolo_fail(YOLO_ERR_INVALID_ARG, "yolo_ctx_create: model has no layers");
+    for (int i = 0; i < m->n_layers; i++)
+        if (is_conv(&m->layers[i]))
+            total += align_up(convf_packed_floats(m->layers[i].c_out,
+                                                  conv_depth(&m->layers[i])), 16);
+    c->packed_layer = calloc((size_t)m->n_layers, sizeof *c->packed_layer);
+    c->packed = aligned_alloc(ARENA_ALIGN, align_up((total ? total : 16) * sizeof(float),
+                                                    ARENA_ALIGN));
+    if (!c->packed_layer || !c->packed)
+        return yolo_fail(YOLO_ERR_NOMEM, "yolo_ctx_create: out of memory packing %zu weights",
+                         total);
+    size_t off = 0;
+    for (int i = 0; i < m->n_layers; i++) {
+        const model_layer *l = &m->layers[i];
+        if (!is_conv(l))
+            continue;
+        size_t k = conv_depth(l);
+        convf_pack_weights(l->tensors[0]->data, l->c_out, k, c->packed + off);
+        c->packed_layer[i] = c->packed + off;
+        off += align_up(convf_packed_floats(l->c_out, k), 16);
+    }
+    return YOLO_OK;
+}
+
+static int online_cpus(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n < 1 ? 1 : n > MAX_THREADS ? MAX_THREADS : (int)n;
+}
+
+static yolo_status fast_setup(yolo_ctx *c)
+{
+    int threads = c->params.threads > 0 ? c->params.threads : online_cpus();
+    if (threads > MAX_THREADS)
+        threads = MAX_THREADS;
+    yolo_status st = tpool_create(threads, &c->pool);
+    if (st != YOLO_OK)
+        return st;
+    c->kernel = convf_kernel_for(convf_best_isa());
+    size_t bytes = (size_t)tpool_threads(c->pool) * convf_thread_scratch_floats() * sizeof(float);
+    if (bytes > (size_t)MAX_THREADS * convf_thread_scratch_floats() * sizeof(float))
+        return yolo_fail(YOLO_ERR_INTERNAL, "yolo_ctx_create: bad thread count");
+    c->thread_scratch = aligned_alloc(ARENA_ALIGN, align_up(bytes, ARENA_ALIGN));
+    if (!c->thread_scratch)
+        return yolo_fail(YOLO_ERR_NOMEM, "yolo_ctx_create: out of memory for thread scratch");
+    return pack_all(c);
 }
 
 yolo_status yolo_ctx_create(const yolo_model *model, const yolo_ctx_params *params,
@@ -161,7 +232,8 @@ yolo_status yolo_ctx_create(const yolo_model *model, const yolo_ctx_params *para
     if (p.threads < 0)
         return yolo_fail(YOLO_ERR_INVALID_ARG, "yolo_ctx_create: threads is %d, must be >= 0",
                          p.threads);
-    if (p.backend != YOLO_BACKEND_GEMM && p.backend != YOLO_BACKEND_REFERENCE)
+    if (p.backend != YOLO_BACKEND_GEMM && p.backend != YOLO_BACKEND_REFERENCE &&
+        p.backend != YOLO_BACKEND_FAST)
         return yolo_fail(YOLO_ERR_INVALID_ARG, "yolo_ctx_create: unknown backend %d",
                          (int)p.backend);
     yolo_ctx *c = calloc(1, sizeof *c);
@@ -179,6 +251,13 @@ yolo_status yolo_ctx_create(const yolo_model *model, const yolo_ctx_params *para
     c->model = model;
     c->params = p;
     c->keep_all = p.backend == YOLO_BACKEND_REFERENCE || p.keep_layer_outputs;
+    if (p.backend == YOLO_BACKEND_FAST) {
+        yolo_status st = fast_setup(c);
+        if (st != YOLO_OK) {
+            yolo_ctx_free(c);
+            return st;
+        }
+    }
     *out = c;
     return YOLO_OK;
 }
@@ -187,6 +266,10 @@ void yolo_ctx_free(yolo_ctx *ctx)
 {
     if (!ctx)
         return;
+    tpool_free(ctx->pool);
+    free(ctx->packed);
+    free(ctx->packed_layer);
+    free(ctx->thread_scratch);
     free(ctx->plan);
     free(ctx->order);
     free(ctx->shapes);
@@ -356,6 +439,8 @@ static void plan_layers(yolo_ctx *ctx, yolo_shape input, size_t *scratch_floats)
         p->flops = op->flops ? op->flops(l, in, l->n_inputs, p->shape) : 0;
         ctx->flops += p->flops;
         size_t s = op->scratch ? op->scratch(l, in, l->n_inputs, p->shape) : 0;
+        if (ctx->params.backend == YOLO_BACKEND_FAST && is_conv(l))
+            s = 0; /* convf_conv2d uses the per-thread scratch, no im2col */
         if (s > *scratch_floats)
             *scratch_floats = s;
     }
@@ -437,6 +522,15 @@ static void run_layer(yolo_ctx *ctx, int i, const float *input, yolo_shape in_sh
     a.out = layer_data(ctx, i);
     a.out_shape = ctx->plan[i].shape;
     a.scratch = ctx->scratch;
+    a.fast = NULL;
+    op_fast f;
+    if (ctx->params.backend == YOLO_BACKEND_FAST) {
+        f.pool = ctx->pool;
+        f.kernel = ctx->kernel;
+        f.packed = ctx->packed_layer[i];
+        f.scratch = ctx->thread_scratch;
+        a.fast = &f;
+    }
     if (ctx->params.backend == YOLO_BACKEND_REFERENCE)
         op->run_reference(&a);
     else
@@ -472,7 +566,12 @@ yolo_status yolo_forward(yolo_ctx *ctx, const float *input, int batch, int heigh
             return st;
     }
     ctx->has_output = 0;
-    if (ctx->params.threads > 0)
+    /* FAST runs its convolutions on its own pool; OpenBLAS (Detect's heads)
+     * stays on one thread so its spinning workers do not compete with the
+     * pool's. */
+    if (ctx->params.backend == YOLO_BACKEND_FAST)
+        openblas_set_num_threads(1);
+    else if (ctx->params.threads > 0)
         openblas_set_num_threads(ctx->params.threads);
     yolo_shape in_shape = {batch, 3, height, width};
     yolo_layer_callback cb = ctx->params.on_layer;

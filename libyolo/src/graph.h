@@ -53,6 +53,16 @@ struct yolo_ctx {
     yolo_shape *shapes;
     struct plan_span *spans;
 
+    /* FAST backend (NULL / 0 for the others): the pool, the microkernel
+     * chosen for this CPU, every Conv layer's weights packed at create
+     * (packed_layer[i], NULL for other layers, pointing into packed), and
+     * one scratch slice per pool thread. */
+    yolo_pool *pool;
+    convf_kernel kernel;
+    float *packed;
+    const float **packed_layer;
+    float *thread_scratch;
+
     /* yolo_detect's buffers, grown on demand */
     float *det_input;
     size_t det_input_cap;       /* floats */

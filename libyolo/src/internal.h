@@ -97,6 +97,72 @@ struct yolo_model {
     int max_inputs_channels; /* unused by ops; reserved for planning */
 };
 
+/* ---- thread pool (threadpool.c) ------------------------------------------ */
+
+/* A fixed set of threads owned by one ctx. tpool_run calls fn(arg, tid, n)
+ * once on each of the n threads (the caller is tid 0) and returns when all
+ * have returned; fn splits the work by tid. Not reentrant. */
+typedef struct yolo_pool yolo_pool;
+typedef void (*tpool_fn)(void *arg, int tid, int nthreads);
+yolo_status tpool_create(int threads, yolo_pool **out);
+void tpool_free(yolo_pool *pool);
+int tpool_threads(const yolo_pool *pool); /* 1 for a NULL pool */
+void tpool_run(yolo_pool *pool, tpool_fn fn, void *arg);
+
+/* ---- fast convolution (conv_fast.c, kernel_*.c) --------------------------- */
+
+/* Weights are packed in panels of CONVF_MR output channels: panel p holds,
+ * for every k = (c*kh + ky)*kw + kx, the CONVF_MR weights of channels
+ * p*MR .. p*MR+MR-1 (zeros past c_out). The kernels compute tiles of MR
+ * channels x CONVF_NR output pixels (flattened oy*OW + ox) over a packed
+ * slice of CONVF_KC rows of the im2col matrix. */
+#define CONVF_MR 8
+#define CONVF_NR 48
+#define CONVF_KC 128
+#ifndef CONVF_GROUP
+#define CONVF_GROUP 4 /* tiles gathered together (-D for experiments) */
+#endif
+
+/* One microkernel call: C[m][j] (+)= sum_k a[k*MR + m] * b[k*NR + j] over
+ * k < kc, for m < m_valid, j < n_valid; row m of C at c + m*ldc. first:
+ * start from bias (0 if NULL) instead of loading C; last: apply the
+ * activation and store. */
+typedef struct {
+    int kc, m_valid, n_valid, first, last;
+    const float *a, *b, *bias;
+    float *c;
+    size_t ldc;
+    yolo_activation act;
+    float alpha;
+} convf_tile;
+typedef void (*convf_kernel)(const convf_tile *t);
+
+/* The microkernels: best for this CPU (runtime dispatch), and each ISA's,
+ * NULL when the CPU lacks it (for tests). */
+typedef enum { CONVF_ISA_GENERIC, CONVF_ISA_AVX2, CONVF_ISA_AVX512 } convf_isa;
+convf_kernel convf_kernel_for(convf_isa isa);
+convf_isa convf_best_isa(void);
+const char *convf_isa_name(convf_isa isa);
+void convf_kernel_generic(const convf_tile *t);
+
+/* In-place activation of n floats with the ISA's vector code (SiLU uses a
+ * vectorized exp; tests compare it with expf). */
+void convf_activate(convf_isa isa, float *x, size_t n, yolo_activation act, float alpha);
+
+/* Floats of packed weights for c_out x k_total (k_total = Cin*k*k). */
+size_t convf_packed_floats(int c_out, size_t k_total);
+void convf_pack_weights(const float *weight, int c_out, size_t k_total, float *packed);
+/* Floats of scratch per thread. */
+size_t convf_thread_scratch_floats(void);
+
+/* Handed to ops by the FAST backend (op_args.fast; NULL otherwise). */
+typedef struct {
+    yolo_pool *pool;
+    convf_kernel kernel;
+    const float *packed; /* this layer's packed weights, NULL if none */
+    float *scratch;      /* per-thread scratch, tpool_threads() slices */
+} op_fast;
+
 /* ---- op table (ops.c registers every family) ---------------------------- */
 
 /* Everything a kernel needs for one layer on one planned shape. */
@@ -109,6 +175,7 @@ typedef struct {
     float *out;
     yolo_shape out_shape;
     float *scratch; /* at least op->scratch() floats, 64-byte aligned */
+    const op_fast *fast; /* FAST backend state, NULL for the others */
 } op_args;
 
 typedef struct {
@@ -167,5 +234,12 @@ void conv2d_gemm(const conv_geom *g, const float *in, const float *weight, const
 void conv2d_naive(const conv_geom *g, const float *in, const float *weight, const float *bias,
                   float *out);
 size_t conv2d_scratch_floats(const conv_geom *g);
+
+/* Fast convolution (conv_fast.c): */
+/* out = act(conv(in) + bias) for one batch item, work split over the pool's
+ * threads; scratch holds tpool_threads() * convf_thread_scratch_floats(). */
+void convf_conv2d(const conv_geom *g, const float *in, const float *packed, const float *bias,
+                  yolo_activation act, float alpha, float *out, convf_kernel kernel,
+                  yolo_pool *pool, float *scratch);
 
 #endif /* LIBYOLO_INTERNAL_H */

@@ -17,6 +17,9 @@
  * stride-1, pad-0 convolution needs no im2col: the input plane already is B.
  * Bias and activation follow in one pass per output row.
  *
+ * With the FAST backend (op_args.fast set) the layer runs convf_conv2d
+ * (conv_fast.c) on the weights the ctx packed instead.
+ *
  * The reference is a direct convolution with bounds checks that accumulates
  * in double, so it is a good reference for tests, not a bit-exact twin.
  */
@@ -262,6 +265,14 @@ static void conv_run(const op_args *a)
     const float *bias = l->tensors[CONV_BIAS] ? l->tensors[CONV_BIAS]->data : NULL;
     const size_t in_item = (size_t)g.c_in * (size_t)g.h * (size_t)g.w;
     const size_t n = (size_t)g.oh * (size_t)g.ow;
+    const op_fast *f = a->fast;
+    if (f && f->packed && f->kernel) {
+        for (int b = 0; b < a->in_shape[0].n; b++)
+            convf_conv2d(&g, a->in[0] + (size_t)b * in_item, f->packed, bias, l->act, l->alpha,
+                         a->out + (size_t)b * (size_t)g.c_out * n, f->kernel, f->pool,
+                         f->scratch);
+        return;
+    }
     for (int b = 0; b < a->in_shape[0].n; b++) {
         float *out = a->out + (size_t)b * (size_t)g.c_out * n;
         conv_gemm_nobias(&g, a->in[0] + (size_t)b * in_item, weight, out, a->scratch);

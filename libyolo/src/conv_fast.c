@@ -1,0 +1,403 @@
+/*
+ * The FAST backend's convolution driver: an implicit GEMM on NCHW planes.
+ *
+ * out[co][p] = act(bias[co] + sum_k W[co][k] * B[k][p]) where p = oy*OW + ox
+ * is the flattened output pixel and B is the im2col matrix (k = (c*kh + ky)
+ * *kw + kx). B is never built whole: for one tile of CONVF_NR consecutive
+ * output pixels (which may span output rows) and one slice of CONVF_KC
+ * values of k, the driver gathers the tile's B slice into a small per-thread
+ * panel (it fits L1), then runs the microkernel over every panel of CONVF_MR
+ * output channels of the weights packed at ctx creation. A tile's output is
+ * CONVF_NR consecutive floats of each output plane, so the store is
+ * contiguous whatever the geometry; bias and activation are applied in the
+ * store of the last k slice while the tile is in registers.
+ *
+ * Threads take work items (a range of pixel tiles x a range of channel
+ * panels; disjoint parts of the output) from a shared counter.
+ *
+ * The microkernels live in kernel_avx512.c, kernel_avx2.c and here (the
+ * portable one); convf_kernel_for() picks by what the CPU supports.
+ */
+#include <math.h>
+#include <stdatomic.h>
+#include <string.h>
+
+#include "internal.h"
+
+/* ---- weight packing --------------------------------------------------------- */
+
+size_t convf_packed_floats(int c_out, size_t k_total)
+{
+    size_t panels = ((size_t)c_out + CONVF_MR - 1) / CONVF_MR;
+    return panels * CONVF_MR * k_total;
+}
+
+void convf_pack_weights(const float *weight, int c_out, size_t k_total, float *packed)
+{
+    size_t panels = ((size_t)c_out + CONVF_MR - 1) / CONVF_MR;
+    for (size_t p = 0; p < panels; p++) {
+        float *dst = packed + p * CONVF_MR * k_total;
+        for (size_t k = 0; k < k_total; k++)
+            for (size_t m = 0; m < CONVF_MR; m++) {
+                size_t co = p * CONVF_MR + m;
+                dst[k * CONVF_MR + m] = co < (size_t)c_out ? weight[co * k_total + k] : 0.0f;
+            }
+    }
+}
+
+size_t convf_thread_scratch_floats(void)
+{
+    return (size_t)CONVF_GROUP * CONVF_KC * CONVF_NR;
+}
+
+/* ---- gathering one B panel ---------------------------------------------------- */
+
+/* A run of tile pixels in one output row: tile columns [j0, j0+n) are output
+ * pixels (oy, ox0 .. ox0+n-1). */
+typedef struct {
+    int j0, n, oy, ox0;
+} tile_seg;
+
+/* Splits tile pixels [p0, p0+n_valid) into per-row segments. */
+static int tile_segments(const conv_geom *g, size_t p0, int n_valid, tile_seg *seg)
+{
+    int ns = 0, j = 0;
+    while (j < n_valid) {
+        size_t p = p0 + (size_t)j;
+        int oy = (int)(p / (size_t)g->ow), ox = (int)(p % (size_t)g->ow);
+        int n = g->ow - ox;
+        if (n > n_valid - j)
+            n = n_valid - j;
+        seg[ns++] = (tile_seg){j, n, oy, ox};
+        j += n;
+    }
+    return ns;
+}
+
+/* One row of the B panel, im2col row (c, ky, kx), over the tile's segments:
+ * input pixel (oy*s - pad + ky, ox*s - pad + kx) or 0 outside the input. */
+static void gather_row(const conv_geom *g, const float *plane, int ky, int kx,
+                       const tile_seg *seg, int ns, float *dst)
+{
+    const int s = g->stride;
+    for (int i = 0; i < ns; i++) {
+        const tile_seg *t = &seg[i];
+        float *d = dst + t->j0;
+        int iy = t->oy * s - g->pad + ky;
+        if (iy < 0 || iy >= g->h) {
+            memset(d, 0, (size_t)t->n * sizeof *d);
+            continue;
+        }
+        const float *row = plane + (size_t)iy * (size_t)g->w;
+        /* ox in [lo, hi) reads inside the row. */
+        int first = g->pad - kx, last = g->w - 1 + g->pad - kx;
+        int lo = first > 0 ? (first + s - 1) / s : 0;
+        int hi = last < 0 ? 0 : last / s + 1;
+        lo = lo < t->ox0 ? t->ox0 : lo;
+        hi = hi > t->ox0 + t->n ? t->ox0 + t->n : hi;
+        if (hi < lo)
+            hi = lo;
+        int j = 0;
+        for (; j < lo - t->ox0 && j < t->n; j++)
+            d[j] = 0.0f;
+        int ix = (t->ox0 + j) * s - g->pad + kx;
+        if (s == 1) {
+            memcpy(d + j, row + ix, (size_t)(hi - lo) * sizeof *d);
+            j += hi - lo;
+        } else {
+            for (; j < hi - t->ox0; j++, ix += s)
+                d[j] = row[ix];
+        }
+        for (; j < t->n; j++)
+            d[j] = 0.0f;
+    }
+}
+
+/* A group of up to CONVF_GROUP consecutive tiles; each tile has its own B
+ * panel (CONVF_KC x CONVF_NR) in the thread's scratch. Gathering them row
+ * by row reads each input row once for the whole group, a contiguous run
+ * the hardware prefetcher follows, instead of one short run per tile. */
+typedef struct {
+    int n;                             /* tiles in the group */
+    size_t p0;                         /* first pixel of the first tile */
+    int n_valid[CONVF_GROUP];
+    int ns[CONVF_GROUP];
+    tile_seg seg[CONVF_GROUP][CONVF_NR + 2];
+} tile_group;
+
+/* B panel rows [k0, k0+kc) of every tile; columns past n_valid are zero. */
+static void gather_group(const conv_geom *g, const float *in, const tile_group *tg, int k0,
+                         int kc, float *panels)
+{
+    const int kk = g->k * g->k;
+    const size_t plane = (size_t)g->h * (size_t)g->w;
+    for (int r = 0; r < kc; r++) {
+        int k = k0 + r, c = k / kk, rem = k % kk;
+        for (int i = 0; i < tg->n; i++) {
+            float *dst = panels + (size_t)i * CONVF_KC * CONVF_NR + (size_t)r * CONVF_NR;
+            gather_row(g, in + (size_t)c * plane, rem / g->k, rem % g->k, tg->seg[i], tg->ns[i],
+                       dst);
+            if (tg->n_valid[i] < CONVF_NR)
+                memset(dst + tg->n_valid[i], 0,
+                       (size_t)(CONVF_NR - tg->n_valid[i]) * sizeof *dst);
+        }
+    }
+}
+
+/* 1x1, stride 1, pad 0: B row c is input plane c, the group's pixels are
+ * contiguous. */
+static void copy_group(const conv_geom *g, const float *in, const tile_group *tg, int k0, int kc,
+                       float *panels)
+{
+    const size_t plane = (size_t)g->h * (size_t)g->w;
+    for (int r = 0; r < kc; r++) {
+        const float *src = in + (size_t)(k0 + r) * plane + tg->p0;
+        for (int i = 0; i < tg->n; i++, src += CONVF_NR) {
+            float *dst = panels + (size_t)i * CONVF_KC * CONVF_NR + (size_t)r * CONVF_NR;
+            memcpy(dst, src, (size_t)tg->n_valid[i] * sizeof *dst);
+            if (tg->n_valid[i] < CONVF_NR)
+                memset(dst + tg->n_valid[i], 0,
+                       (size_t)(CONVF_NR - tg->n_valid[i]) * sizeof *dst);
+        }
+    }
+}
+
+/* ---- the driver ------------------------------------------------------------------ */
+
+typedef struct {
+    const conv_geom *g;
+    const float *in, *packed, *bias;
+    yolo_activation act;
+    float alpha;
+    float *out;
+    convf_kernel kernel;
+    float *scratch;
+    size_t n_pix, k_total;
+    int n_tiles, n_panels;
+    int tile_chunk, panel_chunk;   /* work item: tiles x panels */
+    int items_t, items_p;          /* chunks along each */
+    atomic_int next;               /* next work item to take */
+} conv_job;
+
+/* Tiles [t0, t1) x panels [q0, q1), CONVF_GROUP tiles at a time, with
+ * this thread's B panels. The kernel loop runs the tiles of a group inside
+ * each channel panel, so the panel's weights are reused from L1. */
+static void run_block(const conv_job *j, int t0, int t1, int q0, int q1, float *panels)
+{
+    const conv_geom *g = j->g;
+    const int pointwise = g->k == 1 && g->stride == 1 && g->pad == 0;
+    tile_group tg;
+    convf_tile t;
+    t.ldc = j->n_pix;
+    t.act = j->act;
+    t.alpha = j->alpha;
+    for (int tile0 = t0; tile0 < t1; tile0 += CONVF_GROUP) {
+        tg.n = t1 - tile0 < CONVF_GROUP ? t1 - tile0 : CONVF_GROUP;
+        tg.p0 = (size_t)tile0 * CONVF_NR;
+        for (int i = 0; i < tg.n; i++) {
+            size_t p0 = tg.p0 + (size_t)i * CONVF_NR;
+            tg.n_valid[i] = j->n_pix - p0 < CONVF_NR ? (int)(j->n_pix - p0) : CONVF_NR;
+            tg.ns[i] = pointwise ? 0 : tile_segments(g, p0, tg.n_valid[i], tg.seg[i]);
+        }
+        for (size_t k0 = 0; k0 < j->k_total; k0 += CONVF_KC) {
+            int kc = j->k_total - k0 < CONVF_KC ? (int)(j->k_total - k0) : CONVF_KC;
+            if (pointwise)
+                copy_group(g, j->in, &tg, (int)k0, kc, panels);
+            else
+                gather_group(g, j->in, &tg, (int)k0, kc, panels);
+            t.kc = kc;
+            t.first = k0 == 0;
+            t.last = k0 + (size_t)kc == j->k_total;
+            for (int q = q0; q < q1; q++) {
+                int co = q * CONVF_MR;
+                t.m_valid = g->c_out - co < CONVF_MR ? g->c_out - co : CONVF_MR;
+                t.a = j->packed + (size_t)q * CONVF_MR * j->k_total + k0 * CONVF_MR;
+                t.bias = j->bias ? j->bias + co : NULL;
+                for (int i = 0; i < tg.n; i++) {
+                    t.n_valid = tg.n_valid[i];
+                    t.b = panels + (size_t)i * CONVF_KC * CONVF_NR;
+                    t.c = j->out + (size_t)co * j->n_pix + tg.p0 + (size_t)i * CONVF_NR;
+                    j->kernel(&t);
+                }
+            }
+        }
+    }
+}
+
+/* Threads take work items from a shared counter rather than a fixed share,
+ * so a thread the OS preempts (or a slower one) does not hold the others
+ * up: the layer ends at most one item after the last thread's start. */
+static void conv_worker(void *arg, int tid, int nthreads)
+{
+    conv_job *j = arg;
+    (void)nthreads;
+    float *panel = j->scratch + (size_t)tid * convf_thread_scratch_floats();
+    const int items = j->items_t * j->items_p;
+    for (;;) {
+        int i = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
+        if (i >= items)
+            break;
+        int t0 = (i / j->items_p) * j->tile_chunk, q0 = (i % j->items_p) * j->panel_chunk;
+        int t1 = t0 + j->tile_chunk < j->n_tiles ? t0 + j->tile_chunk : j->n_tiles;
+        int q1 = q0 + j->panel_chunk < j->n_panels ? q0 + j->panel_chunk : j->n_panels;
+        run_block(j, t0, t1, q0, q1, panel);
+    }
+}
+
+/* About 4 items per thread for balance. Pixel tiles first (each item then
+ * gathers only its own tiles); when there are too few tiles (small late
+ * layers: few pixels, many channels) the channel panels are split too, each
+ * item then gathering its tiles' B panels itself, a small cost next to its
+ * multiply-adds. */
+static void choose_split(conv_job *j, int threads)
+{
+    const int want = threads > 1 ? 4 * threads : 1;
+    j->tile_chunk = (j->n_tiles + want - 1) / want;
+    j->panel_chunk = j->n_panels;
+    j->items_t = (j->n_tiles + j->tile_chunk - 1) / j->tile_chunk;
+    if (j->items_t < want) {
+        int per = (want + j->items_t - 1) / j->items_t; /* panel chunks per tile chunk */
+        j->panel_chunk = (j->n_panels + per - 1) / per;
+    }
+    j->items_p = (j->n_panels + j->panel_chunk - 1) / j->panel_chunk;
+}
+
+void convf_conv2d(const conv_geom *g, const float *in, const float *packed, const float *bias,
+                  yolo_activation act, float alpha, float *out, convf_kernel kernel,
+                  yolo_pool *pool, float *scratch)
+{
+    conv_job j;
+    j.g = g;
+    j.in = in;
+    j.packed = packed;
+    j.bias = bias;
+    j.act = act;
+    j.alpha = alpha;
+    j.out = out;
+    j.kernel = kernel;
+    j.scratch = scratch;
+    j.n_pix = (size_t)g->oh * (size_t)g->ow;
+    j.k_total = (size_t)g->c_in * (size_t)g->k * (size_t)g->k;
+    j.n_tiles = (int)((j.n_pix + CONVF_NR - 1) / CONVF_NR);
+    j.n_panels = (g->c_out + CONVF_MR - 1) / CONVF_MR;
+    choose_split(&j, tpool_threads(pool));
+    atomic_init(&j.next, 0);
+    tpool_run(pool, conv_worker, &j);
+}
+
+/* ---- portable microkernel and activation -------------------------------------------- */
+
+static inline float act_one(float x, yolo_activation act, float alpha)
+{
+    switch (act) {
+    case YOLO_ACT_LEAKY_RELU:
+        return x > 0.0f ? x : alpha * x;
+    case YOLO_ACT_SILU:
+        return x / (1.0f + expf(-x));
+    case YOLO_ACT_NONE:
+        break;
+    }
+    return x;
+}
+
+void convf_kernel_generic(const convf_tile *t)
+{
+    float acc[CONVF_MR][CONVF_NR];
+    for (int m = 0; m < CONVF_MR; m++)
+        for (int j = 0; j < CONVF_NR; j++)
+            acc[m][j] = 0.0f;
+    for (int k = 0; k < t->kc; k++) {
+        const float *a = t->a + (size_t)k * CONVF_MR, *b = t->b + (size_t)k * CONVF_NR;
+        for (int m = 0; m < CONVF_MR; m++)
+            for (int j = 0; j < CONVF_NR; j++)
+                acc[m][j] += a[m] * b[j];
+    }
+    for (int m = 0; m < t->m_valid; m++) {
+        float *c = t->c + (size_t)m * t->ldc;
+        float init = t->bias ? t->bias[m] : 0.0f;
+        for (int j = 0; j < t->n_valid; j++) {
+            float v = (t->first ? init : c[j]) + acc[m][j];
+            c[j] = t->last ? act_one(v, t->act, t->alpha) : v;
+        }
+    }
+}
+
+static void activate_generic(float *x, size_t n, yolo_activation act, float alpha)
+{
+    for (size_t i = 0; i < n; i++)
+        x[i] = act_one(x[i], act, alpha);
+}
+
+/* ---- dispatch --------------------------------------------------------------------- */
+
+/* Defined in kernel_avx512.c and kernel_avx2.c. */
+void convf_kernel_avx512(const convf_tile *t);
+void convf_activate_avx512(float *x, size_t n, yolo_activation act, float alpha);
+void convf_kernel_avx2(const convf_tile *t);
+void convf_activate_avx2(float *x, size_t n, yolo_activation act, float alpha);
+
+static int cpu_has(convf_isa isa)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_cpu_init();
+    switch (isa) {
+    case CONVF_ISA_AVX512:
+        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+               __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("fma");
+    case CONVF_ISA_AVX2:
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    case CONVF_ISA_GENERIC:
+        return 1;
+    }
+    return 0;
+#else
+    return isa == CONVF_ISA_GENERIC;
+#endif
+}
+
+convf_isa convf_best_isa(void)
+{
+    if (cpu_has(CONVF_ISA_AVX512))
+        return CONVF_ISA_AVX512;
+    if (cpu_has(CONVF_ISA_AVX2))
+        return CONVF_ISA_AVX2;
+    return CONVF_ISA_GENERIC;
+}
+
+const char *convf_isa_name(convf_isa isa)
+{
+    switch (isa) {
+    case CONVF_ISA_AVX512:
+        return "avx512";
+    case CONVF_ISA_AVX2:
+        return "avx2";
+    case CONVF_ISA_GENERIC:
+        break;
+    }
+    return "generic";
+}
+
+convf_kernel convf_kernel_for(convf_isa isa)
+{
+    if (!cpu_has(isa))
+        return NULL;
+    switch (isa) {
+    case CONVF_ISA_AVX512:
+        return convf_kernel_avx512;
+    case CONVF_ISA_AVX2:
+        return convf_kernel_avx2;
+    case CONVF_ISA_GENERIC:
+        break;
+    }
+    return convf_kernel_generic;
+}
+
+void convf_activate(convf_isa isa, float *x, size_t n, yolo_activation act, float alpha)
+{
+    if (isa == CONVF_ISA_AVX512 && cpu_has(isa))
+        convf_activate_avx512(x, n, act, alpha);
+    else if (isa == CONVF_ISA_AVX2 && cpu_has(isa))
+        convf_activate_avx2(x, n, act, alpha);
+    else
+        activate_generic(x, n, act, alpha);
+}

@@ -1,0 +1,169 @@
+/*
+ * AVX2 + FMA microkernel of the FAST convolution (conv_fast.c) and its
+ * fused activations, for x86 CPUs without AVX-512. Function target
+ * attributes keep the Makefile's baseline flags; conv_fast.c calls these
+ * only after checking the CPU.
+ *
+ * With 16 ymm registers an 8 x 48 tile is done as four blocks of 4 channels
+ * x 24 pixels (12 accumulators, 3 B vectors, 1 broadcast); each block reads
+ * its slice of the packed A and B panels, which sit in L1.
+ *
+ * exp for SiLU as in kernel_avx512.c, except that 2^n is built from the
+ * exponent bits in two factors 2^(n/2) * 2^(n - n/2): each is a normal
+ * float for every n the clamped input gives, and the product overflows to
+ * inf or underflows to 0 exactly where expf does.
+ */
+#if defined(__x86_64__) || defined(__i386__)
+
+#include <immintrin.h>
+
+#include "internal.h"
+
+#if CONVF_MR != 8 || CONVF_NR != 48
+#error "kernel_avx2.c is written for 8 x 48 tiles"
+#endif
+
+#define TARGET_AVX2 __attribute__((target("avx2,fma")))
+
+void convf_kernel_avx2(const convf_tile *t);
+void convf_activate_avx2(float *x, size_t n, yolo_activation act, float alpha);
+
+TARGET_AVX2 static inline __m256 pow2i(__m256i n)
+{
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n, _mm256_set1_epi32(127)), 23));
+}
+
+TARGET_AVX2 static inline __m256 exp256(__m256 t)
+{
+    const __m256 log2e = _mm256_set1_ps(1.44269504088896341f);
+    const __m256 ln2_hi = _mm256_set1_ps(0.693359375f);
+    const __m256 ln2_lo = _mm256_set1_ps(-2.12194440e-4f);
+    t = _mm256_min_ps(_mm256_max_ps(t, _mm256_set1_ps(-104.0f)), _mm256_set1_ps(89.0f));
+    __m256 n = _mm256_round_ps(_mm256_mul_ps(t, log2e), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, ln2_hi, t);
+    r = _mm256_fnmadd_ps(n, ln2_lo, r);
+    __m256 p = _mm256_set1_ps(1.0f / 5040.0f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 720.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    __m256i ni = _mm256_cvtps_epi32(n);
+    __m256i n1 = _mm256_srai_epi32(ni, 1);
+    __m256i n2 = _mm256_sub_epi32(ni, n1);
+    return _mm256_mul_ps(_mm256_mul_ps(p, pow2i(n1)), pow2i(n2));
+}
+
+TARGET_AVX2 static inline __m256 act256(__m256 x, yolo_activation act, __m256 alpha)
+{
+    switch (act) {
+    case YOLO_ACT_LEAKY_RELU: {
+        __m256 pos = _mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_GT_OQ);
+        return _mm256_blendv_ps(_mm256_mul_ps(x, alpha), x, pos);
+    }
+    case YOLO_ACT_SILU: {
+        __m256 e = exp256(_mm256_sub_ps(_mm256_setzero_ps(), x));
+        return _mm256_div_ps(x, _mm256_add_ps(_mm256_set1_ps(1.0f), e));
+    }
+    case YOLO_ACT_NONE:
+        break;
+    }
+    return x;
+}
+
+/* Lanes [0, n) set (n clamped to 0..8). */
+TARGET_AVX2 static inline __m256i lane_mask8(int n)
+{
+    const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), idx);
+}
+
+#define ACC_ROW(m) __m256 c##m##0, c##m##1, c##m##2
+
+#define INIT_ROW(m)                                                                    \
+    do {                                                                               \
+        if (r0 + m >= t->m_valid) {                                                    \
+            c##m##0 = c##m##1 = c##m##2 = _mm256_setzero_ps();                         \
+        } else if (t->first) {                                                         \
+            c##m##0 = t->bias ? _mm256_set1_ps(t->bias[r0 + m]) : _mm256_setzero_ps(); \
+            c##m##1 = c##m##2 = c##m##0;                                               \
+        } else {                                                                       \
+            const float *q_ = t->c + (size_t)(r0 + m) * t->ldc + j0;                   \
+            c##m##0 = _mm256_maskload_ps(q_, k0);                                      \
+            c##m##1 = _mm256_maskload_ps(q_ + 8, k1);                                  \
+            c##m##2 = _mm256_maskload_ps(q_ + 16, k2);                                 \
+        }                                                                              \
+    } while (0)
+
+#define FMA_ROW(m)                                                                     \
+    do {                                                                               \
+        __m256 a_ = _mm256_broadcast_ss(a + m);                                        \
+        c##m##0 = _mm256_fmadd_ps(a_, b0, c##m##0);                                    \
+        c##m##1 = _mm256_fmadd_ps(a_, b1, c##m##1);                                    \
+        c##m##2 = _mm256_fmadd_ps(a_, b2, c##m##2);                                    \
+    } while (0)
+
+#define STORE_ROW(m)                                                                   \
+    do {                                                                               \
+        if (r0 + m < t->m_valid) {                                                     \
+            float *q_ = t->c + (size_t)(r0 + m) * t->ldc + j0;                         \
+            if (t->last) {                                                             \
+                c##m##0 = act256(c##m##0, t->act, alpha);                              \
+                c##m##1 = act256(c##m##1, t->act, alpha);                              \
+                c##m##2 = act256(c##m##2, t->act, alpha);                              \
+            }                                                                          \
+            _mm256_maskstore_ps(q_, k0, c##m##0);                                      \
+            _mm256_maskstore_ps(q_ + 8, k1, c##m##1);                                  \
+            _mm256_maskstore_ps(q_ + 16, k2, c##m##2);                                 \
+        }                                                                              \
+    } while (0)
+
+/* Channels [r0, r0+4) x pixels [j0, j0+24) of the tile. */
+TARGET_AVX2 static void block_4x24(const convf_tile *t, int r0, int j0)
+{
+    const int nv = t->n_valid - j0;
+    const __m256i k0 = lane_mask8(nv), k1 = lane_mask8(nv - 8), k2 = lane_mask8(nv - 16);
+    const __m256 alpha = _mm256_set1_ps(t->alpha);
+    ACC_ROW(0);
+    ACC_ROW(1);
+    ACC_ROW(2);
+    ACC_ROW(3);
+    INIT_ROW(0);
+    INIT_ROW(1);
+    INIT_ROW(2);
+    INIT_ROW(3);
+    const float *a = t->a + r0, *b = t->b + j0;
+    for (int k = 0; k < t->kc; k++, a += CONVF_MR, b += CONVF_NR) {
+        const __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8),
+                     b2 = _mm256_loadu_ps(b + 16);
+        FMA_ROW(0);
+        FMA_ROW(1);
+        FMA_ROW(2);
+        FMA_ROW(3);
+    }
+    STORE_ROW(0);
+    STORE_ROW(1);
+    STORE_ROW(2);
+    STORE_ROW(3);
+}
+
+TARGET_AVX2 void convf_kernel_avx2(const convf_tile *t)
+{
+    for (int r0 = 0; r0 < t->m_valid; r0 += 4)
+        for (int j0 = 0; j0 < t->n_valid; j0 += 24)
+            block_4x24(t, r0, j0);
+}
+
+TARGET_AVX2 void convf_activate_avx2(float *x, size_t n, yolo_activation act, float alpha)
+{
+    const __m256 av = _mm256_set1_ps(alpha);
+    for (size_t i = 0; i < n; i += 8) {
+        __m256i m = lane_mask8(n - i >= 8 ? 8 : (int)(n - i));
+        __m256 v = _mm256_maskload_ps(x + i, m);
+        _mm256_maskstore_ps(x + i, m, act256(v, act, av));
+    }
+}
+
+#endif

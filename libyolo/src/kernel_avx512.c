@@ -1,0 +1,174 @@
+/*
+ * AVX-512 microkernel of the FAST convolution (conv_fast.c) and its fused
+ * activations. Compiled with function target attributes, so the rest of
+ * the library keeps the Makefile's baseline flags; conv_fast.c calls these
+ * only after checking the CPU (__builtin_cpu_supports).
+ *
+ * Tile: CONVF_MR = 8 output channels x CONVF_NR = 48 pixels = 8 x 3 zmm
+ * accumulators (24 of the 32 registers). Per k: three loads of the B panel
+ * row and eight broadcast weights, 24 FMAs.
+ *
+ * exp for SiLU: n = round(t / ln 2), r = t - n ln 2 (two-part ln 2, so r is
+ * accurate), e^r by its degree-7 Taylor polynomial (|r| <= 0.347: truncation
+ * below 1e-8 relative), and scalef multiplies by 2^n with IEEE overflow to
+ * inf and underflow to 0, so SiLU(x) = x / (1 + e^-x) has the same limits
+ * as with expf. test_kernels compares it with expf.
+ */
+#if defined(__x86_64__) || defined(__i386__)
+
+#include <immintrin.h>
+
+#include "internal.h"
+
+#if CONVF_MR != 8 || CONVF_NR != 48
+#error "kernel_avx512.c is written for 8 x 48 tiles"
+#endif
+
+#define TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,fma")))
+
+void convf_kernel_avx512(const convf_tile *t);
+void convf_activate_avx512(float *x, size_t n, yolo_activation act, float alpha);
+
+TARGET_AVX512 static inline __m512 exp512(__m512 t)
+{
+    const __m512 log2e = _mm512_set1_ps(1.44269504088896341f);
+    const __m512 ln2_hi = _mm512_set1_ps(0.693359375f);
+    const __m512 ln2_lo = _mm512_set1_ps(-2.12194440e-4f);
+    t = _mm512_min_ps(_mm512_max_ps(t, _mm512_set1_ps(-104.0f)), _mm512_set1_ps(89.0f));
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(t, log2e),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, ln2_hi, t);
+    r = _mm512_fnmadd_ps(n, ln2_lo, r);
+    __m512 p = _mm512_set1_ps(1.0f / 5040.0f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, n);
+}
+
+/* LeakyReLU: x > 0 ? x : alpha*x (NaN takes the alpha*x branch, as in C).
+ * SiLU: x / (1 + e^-x). */
+TARGET_AVX512 static inline __m512 act512(__m512 x, yolo_activation act, __m512 alpha)
+{
+    switch (act) {
+    case YOLO_ACT_LEAKY_RELU: {
+        __mmask16 neg = _mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_NGT_UQ);
+        return _mm512_mask_mul_ps(x, neg, x, alpha);
+    }
+    case YOLO_ACT_SILU: {
+        __m512 e = exp512(_mm512_sub_ps(_mm512_setzero_ps(), x));
+        return _mm512_div_ps(x, _mm512_add_ps(_mm512_set1_ps(1.0f), e));
+    }
+    case YOLO_ACT_NONE:
+        break;
+    }
+    return x;
+}
+
+static inline __mmask16 lane_mask(int n)
+{
+    if (n >= 16)
+        return (__mmask16)0xffff;
+    return n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1u);
+}
+
+/* Accumulators c<row><vector>. */
+#define ACC_ROW(m) __m512 c##m##0, c##m##1, c##m##2
+
+#define INIT_ROW(m)                                                                    \
+    do {                                                                               \
+        if (m >= t->m_valid) {                                                         \
+            c##m##0 = c##m##1 = c##m##2 = _mm512_setzero_ps();                         \
+        } else if (t->first) {                                                         \
+            c##m##0 = t->bias ? _mm512_set1_ps(t->bias[m]) : _mm512_setzero_ps();      \
+            c##m##1 = c##m##2 = c##m##0;                                               \
+        } else {                                                                       \
+            const float *r_ = t->c + (size_t)(m) * t->ldc;                             \
+            c##m##0 = _mm512_maskz_loadu_ps(k0, r_);                                   \
+            c##m##1 = _mm512_maskz_loadu_ps(k1, r_ + 16);                              \
+            c##m##2 = _mm512_maskz_loadu_ps(k2, r_ + 32);                              \
+        }                                                                              \
+    } while (0)
+
+#define FMA_ROW(m)                                                                     \
+    do {                                                                               \
+        __m512 a_ = _mm512_set1_ps(a[m]);                                              \
+        c##m##0 = _mm512_fmadd_ps(a_, b0, c##m##0);                                    \
+        c##m##1 = _mm512_fmadd_ps(a_, b1, c##m##1);                                    \
+        c##m##2 = _mm512_fmadd_ps(a_, b2, c##m##2);                                    \
+    } while (0)
+
+#define STORE_ROW(m)                                                                   \
+    do {                                                                               \
+        if (m < t->m_valid) {                                                          \
+            float *r_ = t->c + (size_t)(m) * t->ldc;                                   \
+            if (t->last) {                                                             \
+                c##m##0 = act512(c##m##0, t->act, alpha);                              \
+                c##m##1 = act512(c##m##1, t->act, alpha);                              \
+                c##m##2 = act512(c##m##2, t->act, alpha);                              \
+            }                                                                          \
+            _mm512_mask_storeu_ps(r_, k0, c##m##0);                                    \
+            _mm512_mask_storeu_ps(r_ + 16, k1, c##m##1);                               \
+            _mm512_mask_storeu_ps(r_ + 32, k2, c##m##2);                               \
+        }                                                                              \
+    } while (0)
+
+TARGET_AVX512 void convf_kernel_avx512(const convf_tile *t)
+{
+    const __mmask16 k0 = lane_mask(t->n_valid), k1 = lane_mask(t->n_valid - 16),
+                    k2 = lane_mask(t->n_valid - 32);
+    const __m512 alpha = _mm512_set1_ps(t->alpha);
+    ACC_ROW(0);
+    ACC_ROW(1);
+    ACC_ROW(2);
+    ACC_ROW(3);
+    ACC_ROW(4);
+    ACC_ROW(5);
+    ACC_ROW(6);
+    ACC_ROW(7);
+    INIT_ROW(0);
+    INIT_ROW(1);
+    INIT_ROW(2);
+    INIT_ROW(3);
+    INIT_ROW(4);
+    INIT_ROW(5);
+    INIT_ROW(6);
+    INIT_ROW(7);
+    const float *a = t->a, *b = t->b;
+    for (int k = 0; k < t->kc; k++, a += CONVF_MR, b += CONVF_NR) {
+        const __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16),
+                     b2 = _mm512_loadu_ps(b + 32);
+        FMA_ROW(0);
+        FMA_ROW(1);
+        FMA_ROW(2);
+        FMA_ROW(3);
+        FMA_ROW(4);
+        FMA_ROW(5);
+        FMA_ROW(6);
+        FMA_ROW(7);
+    }
+    STORE_ROW(0);
+    STORE_ROW(1);
+    STORE_ROW(2);
+    STORE_ROW(3);
+    STORE_ROW(4);
+    STORE_ROW(5);
+    STORE_ROW(6);
+    STORE_ROW(7);
+}
+
+TARGET_AVX512 void convf_activate_avx512(float *x, size_t n, yolo_activation act, float alpha)
+{
+    const __m512 av = _mm512_set1_ps(alpha);
+    for (size_t i = 0; i < n; i += 16) {
+        __mmask16 m = lane_mask(n - i >= 16 ? 16 : (int)(n - i));
+        __m512 v = _mm512_maskz_loadu_ps(m, x + i);
+        _mm512_mask_storeu_ps(x + i, m, act512(v, act, av));
+    }
+}
+
+#endif

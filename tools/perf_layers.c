@@ -1,0 +1,218 @@
+/*
+ * perf_layers: a small timing harness for performance work (docs/performance.md).
+ * Runs the forward pass of a model on a random input and prints the median /
+ * min forward time of N runs and, with --layers, per layer-kind time and
+ * GFLOP/s (conv kinds split by kernel and stride), summed over the runs.
+ * Several backends can be compared in ONE process, alternating run by run,
+ * so the ratios are measured under the same machine noise.
+ *
+ *   perf_layers MODEL.bin [--size H W] [--batch B] [--runs N] [--threads T]
+ *               [--backends fast,gemm] [--layers]
+ *
+ * Built by hand (not part of `make`):
+ *   cc -O2 -std=c11 -D_GNU_SOURCE -Ilibyolo -Ilibyolo/src tools/perf_layers.c \
+ *      build/libyolo.a $(pkg-config --libs openblas) -lm -lpthread -o build/perf_layers
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+#include "yolo.h"
+
+#define MAX_BACKENDS 4
+#define MAX_KINDS 32
+
+typedef struct {
+    char name[48];
+    double ns, flops;
+} kind_stat;
+
+typedef struct {
+    const yolo_model *model;
+    kind_stat kinds[MAX_KINDS];
+    int n_kinds;
+    double *layer_ns, *layer_flops; /* per layer index */
+} layer_stats;
+
+static const char *backend_names[] = {"gemm", "reference", "fast"};
+
+static int parse_backend(const char *s)
+{
+    for (int i = 0; i < (int)(sizeof backend_names / sizeof *backend_names); i++)
+        if (strcmp(s, backend_names[i]) == 0)
+            return i;
+    return -1;
+}
+
+/* "Conv3x3s1", "Conv1x1s1", "Concat", ... */
+static void kind_of(const yolo_model *m, int i, char *buf, size_t n)
+{
+    const model_layer *l = &m->layers[i];
+    if (l->type == LAYER_CONV || l->type == LAYER_CONV2D)
+        snprintf(buf, n, "Conv%dx%ds%d", l->kernel, l->kernel, l->stride);
+    else
+        snprintf(buf, n, "%s", layer_type_name(l));
+}
+
+static int on_layer(void *user, const yolo_layer_event *ev)
+{
+    layer_stats *s = user;
+    char name[48];
+    kind_of(s->model, ev->layer_index, name, sizeof name);
+    int k = 0;
+    while (k < s->n_kinds && strcmp(s->kinds[k].name, name) != 0)
+        k++;
+    if (k == s->n_kinds && s->n_kinds < MAX_KINDS) {
+        snprintf(s->kinds[k].name, sizeof s->kinds[k].name, "%s", name);
+        s->n_kinds++;
+    }
+    if (k < MAX_KINDS) {
+        s->kinds[k].ns += (double)ev->elapsed_ns;
+        s->kinds[k].flops += (double)ev->flops;
+    }
+    s->layer_ns[ev->layer_index] += (double)ev->elapsed_ns;
+    s->layer_flops[ev->layer_index] = (double)ev->flops;
+    return 0;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static void die(const char *what)
+{
+    fprintf(stderr, "perf_layers: %s: %s\n", what, yolo_last_error());
+    exit(1);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        fprintf(stderr, "usage: perf_layers MODEL.bin [--size H W] [--batch B] [--runs N] "
+                        "[--threads T] [--backends fast,gemm] [--layers]\n");
+        return 2;
+    }
+    int h = 640, w = 640, batch = 1, runs = 10, threads = 1, layers = 0;
+    int backends[MAX_BACKENDS], nb = 0;
+    char blist[128] = "gemm";
+    for (int i = 2; i < argc; i++) {
+        if (!strcmp(argv[i], "--size") && i + 2 < argc) {
+            h = atoi(argv[++i]);
+            w = atoi(argv[++i]);
+        } else if (!strcmp(argv[i], "--batch") && i + 1 < argc) {
+            batch = atoi(argv[++i]);
+        } else if (!strcmp(argv[i], "--runs") && i + 1 < argc) {
+            runs = atoi(argv[++i]);
+        } else if (!strcmp(argv[i], "--threads") && i + 1 < argc) {
+            threads = atoi(argv[++i]);
+        } else if (!strcmp(argv[i], "--backends") && i + 1 < argc) {
+            snprintf(blist, sizeof blist, "%s", argv[++i]);
+        } else if (!strcmp(argv[i], "--layers")) {
+            layers = 1;
+        } else {
+            fprintf(stderr, "perf_layers: unknown argument %s\n", argv[i]);
+            return 2;
+        }
+    }
+    for (char *tok = strtok(blist, ","); tok && nb < MAX_BACKENDS; tok = strtok(NULL, ",")) {
+        int b = parse_backend(tok);
+        if (b < 0) {
+            fprintf(stderr, "perf_layers: unknown backend %s\n", tok);
+            return 2;
+        }
+        backends[nb++] = b;
+    }
+    yolo_model *m;
+    if (yolo_model_load(argv[1], NULL, &m) != YOLO_OK)
+        die("load");
+    yolo_ctx *ctx[MAX_BACKENDS];
+    static layer_stats stats[MAX_BACKENDS];
+    for (int b = 0; b < nb; b++) {
+        yolo_ctx_params p = yolo_ctx_default_params();
+        p.threads = threads;
+        p.backend = (yolo_backend)backends[b];
+        stats[b].model = m;
+        stats[b].layer_ns = calloc((size_t)m->n_layers, sizeof(double));
+        stats[b].layer_flops = calloc((size_t)m->n_layers, sizeof(double));
+        if (layers) {
+            p.on_layer = on_layer;
+            p.user = &stats[b];
+        }
+        if (yolo_ctx_create(m, &p, &ctx[b]) != YOLO_OK || yolo_ctx_plan(ctx[b], batch, h, w))
+            die("ctx");
+    }
+    size_t n = (size_t)batch * 3 * (size_t)h * (size_t)w;
+    float *x = malloc(n * sizeof *x);
+    uint64_t seed = 42;
+    for (size_t i = 0; i < n; i++) {
+        seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+        x[i] = (float)(seed >> 40) / (float)(1u << 24);
+    }
+    double *t = calloc((size_t)(nb * runs), sizeof *t);
+    for (int b = 0; b < nb; b++) /* warm-up, not counted */
+        if (yolo_forward(ctx[b], x, batch, h, w) != YOLO_OK)
+            die("forward");
+    for (int b = 0; b < nb; b++)
+        memset(stats[b].kinds, 0, sizeof stats[b].kinds), stats[b].n_kinds = 0,
+            memset(stats[b].layer_ns, 0, (size_t)m->n_layers * sizeof(double));
+    for (int r = 0; r < runs; r++)
+        for (int b = 0; b < nb; b++) {
+            uint64_t t0 = yolo_now_ns();
+            if (yolo_forward(ctx[b], x, batch, h, w) != YOLO_OK)
+                die("forward");
+            t[b * runs + r] = (double)(yolo_now_ns() - t0) / 1e6;
+        }
+    yolo_ctx_memory mem;
+    yolo_ctx_memory_info(ctx[0], &mem);
+    printf("%s %dx%dx%d threads %d runs %d (%.2f GFLOP per forward)\n", argv[1], batch, h, w,
+           threads, runs, (double)mem.flops / 1e9);
+    double base = 0;
+    for (int b = 0; b < nb; b++) {
+        qsort(t + b * runs, (size_t)runs, sizeof *t, cmp_double);
+        double med = t[b * runs + runs / 2], mn = t[b * runs];
+        if (b == 0)
+            base = med;
+        printf("  %-10s median %8.1f ms  min %8.1f ms  %6.1f GFLOP/s  ratio %.3f\n",
+               backend_names[backends[b]], med, mn, (double)mem.flops / med / 1e6, med / base);
+    }
+    for (int b = 0; layers && b < nb; b++) {
+        printf("  per layer kind, %s (ms per forward, GFLOP/s):\n", backend_names[backends[b]]);
+        for (int k = 0; k < stats[b].n_kinds; k++) {
+            const kind_stat *s = &stats[b].kinds[k];
+            printf("    %-12s %8.2f ms %8.1f GFLOP/s\n", s->name, s->ns / 1e6 / runs,
+                   s->ns > 0 ? s->flops / s->ns : 0.0);
+        }
+    }
+    for (int b = 0; layers && b < nb; b++) {
+        printf("  slowest layers, %s (ms per forward, GFLOP/s, shape):\n",
+               backend_names[backends[b]]);
+        for (int rank = 0; rank < 12; rank++) {
+            int best = -1;
+            for (int i = 0; i < m->n_layers; i++)
+                if (stats[b].layer_ns[i] >= 0 && (best < 0 || stats[b].layer_ns[i] >
+                                                                   stats[b].layer_ns[best]))
+                    best = i;
+            if (best < 0)
+                break;
+            char name[48];
+            kind_of(m, best, name, sizeof name);
+            const model_layer *l = &m->layers[best];
+            printf("    layer %3d %-12s %7.2f ms %7.1f GFLOP/s  c_out %d\n", best, name,
+                   stats[b].layer_ns[best] / 1e6 / runs,
+                   stats[b].layer_flops[best] * runs / stats[b].layer_ns[best], l->c_out);
+            stats[b].layer_ns[best] = -1;
+        }
+    }
+    for (int b = 0; b < nb; b++) {
+        yolo_ctx_free(ctx[b]);
+        free(stats[b].layer_ns);
+        free(stats[b].layer_flops);
+    }
+    yolo_model_free(m);
+    free(t);
+    free(x);
+    return 0;
+}
