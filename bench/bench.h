@@ -145,13 +145,15 @@ typedef struct {
     double wall_s[PASS_KINDS];         /* pass wall time */
     double batch_s[PASS_KINDS];        /* sum of batch times */
     double throughput_img_per_s;       /* timed passes: images / batch time */
+    double ms_per_image;               /* timed passes: batch time / images */
+    double forward_ms_per_image;       /* timed passes: forward time / images */
     double first_forward_ms;           /* the very first forward (cold) */
     double layer_overhead_pct;         /* forward with callback vs without, mean */
     double layer_coverage;             /* sum of layer times / forward wall time */
     double gflop_per_image;            /* measured, timed passes */
     double achieved_gflop_per_s;       /* timed passes, forward time */
     double fraction_of_fma_peak;
-    double energy_j[PASS_KINDS];
+    double energy_j[PASS_KINDS];       /* NaN: unavailable, or no pass of the kind */
     double energy_j_per_image, images_per_j, gflop_per_j, avg_power_w;
 } bench_summary;
 
@@ -159,7 +161,6 @@ void bench_summarize(const bench_run *r, bench_summary *s);
 
 /* runner.c */
 int bench_main(int argc, char **argv);
-uint64_t bench_now_ns(void);
 void bench_utc_iso(char *buf, size_t size);
 /* Minimal letterbox output size for a w x h image (detect.py auto padding). */
 void bench_minimal_shape(int w, int h, int img_size, int stride, int *out_w, int *out_h);

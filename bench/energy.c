@@ -13,15 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
-#include <time.h>
 #include <unistd.h>
-
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 uint64_t energy_wrap_delta(uint64_t e0, uint64_t e1, uint64_t max)
 {
@@ -250,12 +242,12 @@ static int energy_scan_perf(energy_meter *m, const char *pmu, char *why, size_t 
     return -1;
 }
 
+static void energy_tick(void *arg, uint64_t now);
+
 void energy_open(energy_meter *m, const char *root, int interval_ms)
 {
     memset(m, 0, sizeof *m);
-    pthread_mutex_init(&m->mu, NULL);
-    pthread_cond_init(&m->cv, NULL);
-    m->interval_ms = interval_ms > 500 ? 500 : interval_ms < 1 ? 1 : interval_ms;
+    ticker_init(&m->tk, interval_ms > 500 ? 500 : interval_ms, energy_tick, m);
     if (!root)
         root = getenv("BENCH_POWERCAP_ROOT");
     if (!root || !*root)
@@ -301,20 +293,28 @@ static void update_locked(energy_meter *m)
     }
 }
 
+/* Package zones plus DRAM (core and uncore are inside the package). psys
+ * may already hold package and DRAM, so it is never added to them: it is
+ * the total only when there is no package zone. */
 static double counted_total(const energy_meter *m, const double *j)
 {
-    double pkg = 0, psys = 0;
-    int have_pkg = 0;
+    double pkg = 0, dram = 0, psys = 0;
+    int have_pkg = 0, have_psys = 0;
     for (int i = 0; i < m->ndom; i++) {
         domain_kind k = m->dom[i].kind;
-        if (k == DOM_PACKAGE || k == DOM_DRAM) {
+        if (k == DOM_PACKAGE) {
             pkg += j[i];
             have_pkg = 1;
+        } else if (k == DOM_DRAM) {
+            dram += j[i];
         } else if (k == DOM_PSYS) {
             psys += j[i];
+            have_psys = 1;
         }
     }
-    return have_pkg ? pkg : psys;
+    if (have_pkg)
+        return pkg + dram;
+    return have_psys ? psys : dram;
 }
 
 static void record_sample_locked(energy_meter *m, uint64_t t)
@@ -337,70 +337,43 @@ static void record_sample_locked(energy_meter *m, uint64_t t)
     m->nsamples++;
 }
 
-static void *sampler(void *arg)
+/* The sampler: reads often enough that no counter wrap is missed and keeps
+ * the power time series of the trace. */
+static void energy_tick(void *arg, uint64_t now)
 {
     energy_meter *m = arg;
-    pthread_mutex_lock(&m->mu);
-    while (!m->stop) {
-        update_locked(m);
-        record_sample_locked(m, now_ns());
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        long ns = ts.tv_nsec + (long)m->interval_ms * 1000000L;
-        ts.tv_sec += ns / 1000000000L;
-        ts.tv_nsec = ns % 1000000000L;
-        pthread_cond_timedwait(&m->cv, &m->mu, &ts);
-    }
-    pthread_mutex_unlock(&m->mu);
-    return NULL;
+    update_locked(m);
+    record_sample_locked(m, now);
 }
 
 int energy_start(energy_meter *m)
 {
-    if (m->source == ENERGY_NONE || m->running)
-        return 0;
-    m->stop = 0;
-    if (pthread_create(&m->thread, NULL, sampler, m) != 0)
-        return -1;
-    m->running = 1;
-    return 0;
+    return m->source == ENERGY_NONE ? 0 : ticker_start(&m->tk);
 }
 
-void energy_stop(energy_meter *m)
-{
-    if (!m->running)
-        return;
-    pthread_mutex_lock(&m->mu);
-    m->stop = 1;
-    pthread_cond_signal(&m->cv);
-    pthread_mutex_unlock(&m->mu);
-    pthread_join(m->thread, NULL);
-    m->running = 0;
-}
+void energy_stop(energy_meter *m) { ticker_stop(&m->tk); }
 
 void energy_close(energy_meter *m)
 {
-    energy_stop(m);
+    ticker_destroy(&m->tk);
     for (int i = 0; i < m->ndom; i++)
         if (m->dom[i].fd >= 0)
             close(m->dom[i].fd);
     free(m->samples);
     m->samples = NULL;
     m->nsamples = m->cap = 0;
-    pthread_mutex_destroy(&m->mu);
-    pthread_cond_destroy(&m->cv);
 }
 
 void energy_snapshot_now(energy_meter *m, energy_snapshot *s)
 {
     memset(s, 0, sizeof *s);
-    pthread_mutex_lock(&m->mu);
+    ticker_lock(&m->tk);
     if (m->source != ENERGY_NONE)
         update_locked(m);
-    s->t_ns = now_ns();
+    s->t_ns = bench_now_ns();
     for (int i = 0; i < m->ndom; i++)
         s->j[i] = m->dom[i].total_j;
-    pthread_mutex_unlock(&m->mu);
+    ticker_unlock(&m->tk);
 }
 
 double energy_total_between(const energy_meter *m, const energy_snapshot *a,

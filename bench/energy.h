@@ -8,9 +8,10 @@
 #ifndef BENCH_ENERGY_H
 #define BENCH_ENERGY_H
 
-#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include "ticker.h"
 
 #define ENERGY_MAX_DOMAINS 32
 
@@ -44,11 +45,7 @@ typedef struct {
     char reason[512];       /* why unavailable (source NONE), or notes */
     energy_domain dom[ENERGY_MAX_DOMAINS];
     int ndom;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    pthread_t thread;
-    int running, stop;
-    int interval_ms;
+    ticker tk;              /* the sampler thread; its mutex guards dom and samples */
     energy_sample *samples;
     size_t nsamples, cap;
 } energy_meter;

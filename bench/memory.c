@@ -9,15 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
-
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 uint64_t mem_rss_bytes(void)
 {
@@ -89,65 +81,35 @@ static void push_sample(mem_sampler *s, uint64_t t, uint64_t rss)
     s->n++;
 }
 
-static void *sampler(void *arg)
+static void sample_rss(void *arg, uint64_t now)
 {
-    mem_sampler *s = arg;
-    pthread_mutex_lock(&s->mu);
-    while (!s->stop) {
-        uint64_t rss = mem_rss_bytes();
-        push_sample(s, now_ns(), rss);
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        long ns = ts.tv_nsec + (long)s->interval_ms * 1000000L;
-        ts.tv_sec += ns / 1000000000L;
-        ts.tv_nsec = ns % 1000000000L;
-        pthread_cond_timedwait(&s->cv, &s->mu, &ts);
-    }
-    pthread_mutex_unlock(&s->mu);
-    return NULL;
+    push_sample(arg, now, mem_rss_bytes());
 }
 
 int mem_sampler_start(mem_sampler *s, int interval_ms)
 {
     memset(s, 0, sizeof *s);
-    pthread_mutex_init(&s->mu, NULL);
-    pthread_cond_init(&s->cv, NULL);
-    s->interval_ms = interval_ms < 1 ? 1 : interval_ms;
-    if (pthread_create(&s->thread, NULL, sampler, s) != 0)
-        return -1;
-    s->running = 1;
-    return 0;
+    ticker_init(&s->tk, interval_ms, sample_rss, s);
+    return ticker_start(&s->tk);
 }
 
-void mem_sampler_stop(mem_sampler *s)
-{
-    if (!s->running)
-        return;
-    pthread_mutex_lock(&s->mu);
-    s->stop = 1;
-    pthread_cond_signal(&s->cv);
-    pthread_mutex_unlock(&s->mu);
-    pthread_join(s->thread, NULL);
-    s->running = 0;
-}
+void mem_sampler_stop(mem_sampler *s) { ticker_stop(&s->tk); }
 
 void mem_sampler_free(mem_sampler *s)
 {
-    mem_sampler_stop(s);
+    ticker_destroy(&s->tk);
     free(s->samples);
     s->samples = NULL;
     s->n = s->cap = 0;
-    pthread_mutex_destroy(&s->mu);
-    pthread_cond_destroy(&s->cv);
 }
 
 uint64_t mem_sampler_max(mem_sampler *s, uint64_t t0, uint64_t t1)
 {
     uint64_t m = 0;
-    pthread_mutex_lock(&s->mu);
+    ticker_lock(&s->tk);
     for (size_t i = 0; i < s->n; i++)
         if (s->samples[i].t_ns >= t0 && s->samples[i].t_ns <= t1 && s->samples[i].rss_bytes > m)
             m = s->samples[i].rss_bytes;
-    pthread_mutex_unlock(&s->mu);
+    ticker_unlock(&s->tk);
     return m;
 }

@@ -7,9 +7,10 @@
 #ifndef BENCH_MEMORY_H
 #define BENCH_MEMORY_H
 
-#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include "ticker.h"
 
 typedef struct {
     uint64_t t_ns;
@@ -17,11 +18,7 @@ typedef struct {
 } mem_sample;
 
 typedef struct {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    pthread_t thread;
-    int running, stop;
-    int interval_ms;
+    ticker tk;
     mem_sample *samples;
     size_t n, cap;
 } mem_sampler;

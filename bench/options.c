@@ -7,11 +7,11 @@
 
 #include <ctype.h>
 #include <errno.h>
-#include <limits.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "writers.h"
 
 typedef enum { K_FLAG, K_INT, K_DOUBLE, K_STR } opt_kind;
 
@@ -42,37 +42,28 @@ static const opt_def OPTS[] = {
     {"warmup", K_INT, OFF(warmup), 0, 1000000, "W", "warm-up passes, reported apart"},
     {"runs", K_INT, OFF(runs), 1, 1000000, "R", "timed passes (without the layer callback)"},
     {"min-time", K_DOUBLE, OFF(min_time), 0, 86400, "S",
-     "go on with timed passes until S seconds of them have run"},
+     "go on with timed passes (at least R) until the timed phase has lasted S s"},
     {"layer-timing", K_FLAG, OFF(layer_timing), 0, 1, NULL,
-     "also make layer-timed passes, alternating (default on; --no-layer-timing)"},
-    {"threads", K_INT, OFF(threads), 0, 1024, "T", "BLAS threads (0: library default)"},
+     "also make passes with the per-layer callback, alternating with the timed ones"},
+    {"threads", K_INT, OFF(threads), 0, 1024, "T",
+     "threads of the library's contexts (0: the library's default)"},
     {"pin", K_STR, OFF(pin), 0, 0, "CPUS", "pin every thread to these CPUs, e.g. 0,2-3"},
     {"run-dir", K_STR, OFF(run_dir), 0, 0, "DIR", "run folder (default outputs/<run_id>)"},
     {"config", K_STR, OFF(config), 0, 0, "FILE", "suite file of `key = value` lines"},
     {"powercap-root", K_STR, OFF(powercap_root), 0, 0, "DIR",
      "powercap folder (default $BENCH_POWERCAP_ROOT or /sys/class/powercap)"},
-    {"mem-interval", K_INT, OFF(mem_interval_ms), 1, 60000, "MS", "RSS sampling period"},
+    {"mem-interval", K_INT, OFF(mem_interval_ms), 1, 60000, "MS", "RSS sampling period, ms"},
     {"energy-interval", K_INT, OFF(energy_interval_ms), 10, 500, "MS",
-     "energy sampling period (at most 500 so no counter wrap is missed)"},
+     "energy sampling period, ms (at most 500 so no counter wrap is missed)"},
     {"no-images", K_FLAG, OFF(no_images), 0, 1, NULL, "do not write annotated images"},
-    {"save-raw", K_FLAG, OFF(save_raw), 0, 1, NULL, "save raw predictions as .npy"},
-    {"quiet", K_FLAG, OFF(quiet), 0, 1, NULL, "no progress bar and no summary"},
+    {"save-raw", K_FLAG, OFF(save_raw), 0, 1, NULL,
+     "save each image's raw predictions as raw/NNNN_stem.npy"},
+    {"quiet", K_FLAG, OFF(quiet), 0, 1, NULL,
+     "no progress bar and no summary (still the last line: run folder)"},
     {"help", K_FLAG, OFF(help), 0, 1, NULL, "show this help"},
     {"version", K_FLAG, OFF(version), 0, 1, NULL, "show the version"},
 };
 #define NOPTS ((int)(sizeof OPTS / sizeof OPTS[0]))
-
-static void set_err(char *err, size_t size, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void set_err(char *err, size_t size, const char *fmt, ...)
-{
-    if (!err || !size)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, size, fmt, ap);
-    va_end(ap);
-}
 
 void opts_init(bench_options *o)
 {
@@ -132,101 +123,108 @@ static int parse_bool(const char *v, int *out)
     return -1;
 }
 
+/* Skips trailing blanks; 1 when nothing else follows (the number was whole). */
+static int only_blanks(const char *end)
+{
+    while (*end && isspace((unsigned char)*end))
+        end++;
+    return *end == 0;
+}
+
+static int set_flag(const opt_def *d, int *field, const char *value, int negate, char *err,
+                    size_t err_size)
+{
+    int v = 1;
+    if (value && parse_bool(value, &v) != 0) {
+        set_err(err, err_size, "option %s: '%s' is not true/false", d->name, value);
+        return -1;
+    }
+    *field = negate ? !v : v;
+    return 0;
+}
+
+/* Parses an integer or real value and checks it against the table's range. */
+static int parse_number(const opt_def *d, const char *value, double *out, char *err,
+                        size_t err_size)
+{
+    char *end;
+    errno = 0;
+    double v = d->kind == K_INT ? (double)strtoll(value, &end, 10) : strtod(value, &end);
+    if (errno || end == value || !only_blanks(end) || !isfinite(v)) {
+        set_err(err, err_size, "option %s: '%s' is not %s", d->name, value,
+                d->kind == K_INT ? "a whole number" : "a number");
+        return -1;
+    }
+    if (v < d->min || v > d->max) {
+        set_err(err, err_size, "option %s: %s is out of range [%g, %g]", d->name, value, d->min,
+                d->max);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+static int set_string(const opt_def *d, char **field, const char *value, char *err,
+                      size_t err_size)
+{
+    if (strcmp(d->name, "pin") == 0) {
+        unsigned char mask[OPT_MAX_CPUS];
+        int n;
+        if (opts_parse_cpulist(value, mask, OPT_MAX_CPUS, &n, err, err_size) != 0)
+            return -1;
+    }
+    char *copy = strdup(value);
+    if (!copy) {
+        set_err(err, err_size, "out of memory");
+        return -1;
+    }
+    free(*field);
+    *field = copy;
+    return 0;
+}
+
+/* Table index of a name, also for the --no-NAME form of a flag (*negate). */
+static int lookup(const char *name, int *negate)
+{
+    *negate = 0;
+    int i = find_opt(name);
+    if (i < 0 && strncmp(name, "no-", 3) == 0 && (i = find_opt(name + 3)) >= 0) {
+        if (OPTS[i].kind != K_FLAG)
+            return -1;
+        *negate = 1;
+    }
+    return i;
+}
+
 int opts_set(bench_options *o, const char *name_in, const char *value, char *err,
              size_t err_size)
 {
     char name[64];
     normalize_name(name_in, name, sizeof name);
-    int negate = 0;
-    int i = find_opt(name);
-    if (i < 0 && strncmp(name, "no-", 3) == 0 && (i = find_opt(name + 3)) >= 0 &&
-        OPTS[i].kind == K_FLAG)
-        negate = 1;
-    else if (i >= 0 && strncmp(name, "no-", 3) == 0)
-        negate = 0; /* --no-images is an option of its own */
+    int negate;
+    int i = lookup(name, &negate);
     if (i < 0) {
         set_err(err, err_size, "unknown option '%s' (see --help)", name_in);
         return -1;
     }
     const opt_def *d = &OPTS[i];
     void *field = (char *)o + d->offset;
-    switch (d->kind) {
-    case K_FLAG: {
-        int v = 1;
-        if (value && parse_bool(value, &v) != 0) {
-            set_err(err, err_size, "option %s: '%s' is not true/false", d->name, value);
-            return -1;
-        }
-        *(int *)field = negate ? !v : v;
-        return 0;
+    if (d->kind == K_FLAG)
+        return set_flag(d, field, value, negate, err, err_size);
+    if (!value || !*value) {
+        set_err(err, err_size, "option %s needs a value (%s)", d->name, d->arg);
+        return -1;
     }
-    case K_INT: {
-        if (!value || !*value) {
-            set_err(err, err_size, "option %s needs a value (%s)", d->name, d->arg);
-            return -1;
-        }
-        errno = 0;
-        char *end;
-        long long v = strtoll(value, &end, 10);
-        while (*end && isspace((unsigned char)*end))
-            end++;
-        if (errno || *end || end == value) {
-            set_err(err, err_size, "option %s: '%s' is not a whole number", d->name, value);
-            return -1;
-        }
-        if ((double)v < d->min || (double)v > d->max) {
-            set_err(err, err_size, "option %s: %lld is out of range [%.0f, %.0f]", d->name, v,
-                    d->min, d->max);
-            return -1;
-        }
+    if (d->kind == K_STR)
+        return set_string(d, field, value, err, err_size);
+    double v;
+    if (parse_number(d, value, &v, err, err_size) != 0)
+        return -1;
+    if (d->kind == K_INT)
         *(int *)field = (int)v;
-        return 0;
-    }
-    case K_DOUBLE: {
-        if (!value || !*value) {
-            set_err(err, err_size, "option %s needs a value (%s)", d->name, d->arg);
-            return -1;
-        }
-        errno = 0;
-        char *end;
-        double v = strtod(value, &end);
-        while (*end && isspace((unsigned char)*end))
-            end++;
-        if (errno || *end || end == value || !isfinite(v)) {
-            set_err(err, err_size, "option %s: '%s' is not a number", d->name, value);
-            return -1;
-        }
-        if (v < d->min || v > d->max) {
-            set_err(err, err_size, "option %s: %g is out of range [%g, %g]", d->name, v, d->min,
-                    d->max);
-            return -1;
-        }
+    else
         *(double *)field = v;
-        return 0;
-    }
-    case K_STR: {
-        if (!value || !*value) {
-            set_err(err, err_size, "option %s needs a value (%s)", d->name, d->arg);
-            return -1;
-        }
-        if (strcmp(d->name, "pin") == 0) {
-            unsigned char mask[OPT_MAX_CPUS];
-            int n;
-            if (opts_parse_cpulist(value, mask, OPT_MAX_CPUS, &n, err, err_size) != 0)
-                return -1;
-        }
-        char *copy = strdup(value);
-        if (!copy) {
-            set_err(err, err_size, "out of memory");
-            return -1;
-        }
-        char **p = field;
-        free(*p);
-        *p = copy;
-        return 0;
-    }
-    }
-    return -1;
+    return 0;
 }
 
 static char *trim(char *s)
@@ -268,9 +266,8 @@ int opts_load_config(bench_options *o, const char *path, const unsigned char *cl
         char *key = trim(s), *val = trim(eq + 1);
         char name[64];
         normalize_name(key, name, sizeof name);
-        int i = find_opt(name);
-        if (i < 0 && strncmp(name, "no-", 3) == 0)
-            i = find_opt(name + 3);
+        int negate;
+        int i = lookup(name, &negate);
         if (i < 0 || strcmp(name, "config") == 0) {
             set_err(err, err_size, "%s:%d: unknown key '%s'", path, lineno, key);
             rc = -1;
@@ -304,10 +301,8 @@ static int cli_option(const char *arg, char *name, size_t name_size, const char 
     memcpy(name, s, n);
     name[n] = 0;
     *inline_val = eq ? eq + 1 : NULL;
-    int i = find_opt(name);
-    if (i < 0 && strncmp(name, "no-", 3) == 0)
-        i = find_opt(name + 3);
-    return i;
+    int negate;
+    return lookup(name, &negate);
 }
 
 int opts_parse(bench_options *o, int argc, char **argv, char *err, size_t err_size)
@@ -409,6 +404,19 @@ bad:
     return -1;
 }
 
+/* " (default X)" for an option whose default is worth saying. */
+static void default_text(const bench_options *d, int i, char *buf, size_t size)
+{
+    char v[64];
+    int is_num, is_null;
+    opts_value_text(d, i, v, sizeof v, &is_num, &is_null);
+    buf[0] = 0;
+    if (is_null || OPTS[i].kind == K_STR || strcmp(v, "false") == 0 ||
+        strcmp(OPTS[i].name, "help") == 0)
+        return;
+    snprintf(buf, size, " (default %s)", strcmp(v, "true") == 0 ? "on" : v);
+}
+
 void opts_usage(FILE *f)
 {
     fprintf(f, "usage: bench/run MODEL.bin IMAGES_DIR [options]\n\n"
@@ -416,13 +424,18 @@ void opts_usage(FILE *f)
                "recursively, PNG and JPEG) and writes a run folder (see docs/benchmark.md).\n\n"
                "options (also as `name = value` lines in a --config file; the command line\n"
                "wins; flags take --no-NAME):\n");
+    bench_options d;
+    opts_init(&d);
     for (int i = 0; i < NOPTS; i++) {
-        char left[64];
+        char left[64], def[96];
         snprintf(left, sizeof left, "--%s%s%s", OPTS[i].name, OPTS[i].arg ? " " : "",
                  OPTS[i].arg ? OPTS[i].arg : "");
-        fprintf(f, "  %-22s %s\n", left, OPTS[i].help);
+        default_text(&d, i, def, sizeof def);
+        fprintf(f, "  %-22s %s%s\n", left, OPTS[i].help, def);
     }
-    fprintf(f, "\nexit status: 0 ok; 1 error; 2 finished but some images were skipped;\n"
+    fprintf(f, "\nenvironment: BENCH_POWERCAP_ROOT (powercap folder), BENCH_PERF_POWER_PMU\n"
+               "(perf power PMU folder)\n"
+               "exit status: 0 ok; 1 error; 2 finished but some images were skipped;\n"
                "64 invalid options; 130/143 interrupted by SIGINT/SIGTERM (run marked\n"
                "incomplete).\n");
 }
@@ -446,7 +459,7 @@ void opts_value_text(const bench_options *o, int i, char *buf, size_t size, int 
         *is_number = 1;
         break;
     case K_DOUBLE:
-        snprintf(buf, size, "%.17g", *(const double *)field);
+        snprintf(buf, size, "%.15g", *(const double *)field); /* 0.45, not 0.45000000000000001 */
         *is_number = 1;
         break;
     case K_STR: {

@@ -39,9 +39,16 @@ void bench_summarize(const bench_run *r, bench_summary *s)
         if (r->energy.source != ENERGY_NONE)
             s->energy_j[p->kind] += energy_total_between(&r->energy, &p->e0, &p->e1);
     }
+    for (int k = 0; k < PASS_KINDS; k++)
+        if (!s->passes[k])
+            s->energy_j[k] = NAN; /* no such pass: unknown, not 0 J */
     fwd_ns_timed = s->step[PASS_TIMED][ST_FORWARD].sum * 1e6;
+    double timed_images = (double)s->images[PASS_TIMED];
     s->throughput_img_per_s =
-        s->batch_s[PASS_TIMED] > 0 ? (double)s->images[PASS_TIMED] / s->batch_s[PASS_TIMED] : NAN;
+        s->batch_s[PASS_TIMED] > 0 ? timed_images / s->batch_s[PASS_TIMED] : NAN;
+    s->ms_per_image = timed_images > 0 ? s->batch_s[PASS_TIMED] * 1e3 / timed_images : NAN;
+    s->forward_ms_per_image =
+        timed_images > 0 ? s->step[PASS_TIMED][ST_FORWARD].sum / timed_images : NAN;
     const sample_vec *first = r->steps[PASS_WARMUP][ST_FORWARD].n ? &r->steps[PASS_WARMUP][ST_FORWARD]
                                                                    : &r->steps[PASS_TIMED][ST_FORWARD];
     s->first_forward_ms = first->n ? first->v[0] : NAN;
@@ -73,6 +80,15 @@ static int open_in_run(bench_run *r, bw_file *f, const char *name)
     int rc = bw_open(f, p, r->err, sizeof r->err);
     free(p);
     return rc;
+}
+
+/* Opens a run-folder CSV and writes its header line. */
+static int open_csv(bench_run *r, bw_file *f, const char *name, const char *header)
+{
+    if (open_in_run(r, f, name) != 0)
+        return -1;
+    bw_printf(f, "%s\n", header);
+    return 0;
 }
 
 static int commit(bench_run *r, bw_file *f) { return bw_commit(f, r->err, sizeof r->err); }
@@ -129,6 +145,90 @@ static void write_options(json_writer *j, const bench_options *o)
     jw_obj_end(j);
 }
 
+static const char *activation_name(yolo_activation a)
+{
+    return a == YOLO_ACT_SILU ? "SiLU" : a == YOLO_ACT_LEAKY_RELU ? "LeakyReLU(0.1)" : "none";
+}
+
+static void write_model_json(json_writer *j, const bench_run *r)
+{
+    jw_key(j, "model");
+    jw_obj(j);
+    jw_kstr(j, "path", r->o->model);
+    jw_kstr(j, "name", r->info.name);
+    jw_kstr(j, "sha256", r->model_sha);
+    char src[65];
+    sha256_hex(r->info.source_sha256, src);
+    jw_kstr(j, "source_checkpoint_sha256", src);
+    jw_kint(j, "classes", r->info.num_classes);
+    jw_kint(j, "layers", r->info.num_layers);
+    jw_kuint(j, "parameters", r->info.num_params);
+    jw_kint(j, "max_stride", r->stride);
+    jw_kint(j, "default_img_size", r->info.default_img_size);
+    jw_kbool(j, "fused", r->info.fused);
+    jw_kstr(j, "activation", activation_name(r->info.activation));
+    jw_knum(j, "gflops_at_img_size_square", r->model_gflops_img_size);
+    jw_obj_end(j);
+}
+
+static void write_images_json(json_writer *j, const bench_run *r)
+{
+    jw_key(j, "images");
+    jw_obj(j);
+    jw_kstr(j, "folder", r->o->images);
+    jw_kuint(j, "found", r->ds.n);
+    jw_kuint(j, "skipped", r->skipped);
+    jw_kuint(j, "per_pass", r->norder);
+    jw_kuint(j, "other_files_ignored", r->ds.other_files);
+    jw_obj_end(j);
+}
+
+static void write_machine_json(json_writer *j, const bench_run *r)
+{
+    const sysinfo *si = &r->sys;
+    jw_key(j, "machine");
+    jw_obj(j);
+    jw_kstr(j, "cpu_model", si->cpu_model);
+    jw_kint(j, "cpus_online", si->cpus_online);
+    jw_kint(j, "cpus_allowed", si->cpus_allowed);
+    jw_kint(j, "threads_used", r->threads_used);
+    jw_kstr(j, "pinned_cpus", r->o->pin);
+    jw_kstr(j, "governor", si->governor[0] ? si->governor : NULL);
+    jw_kstr(j, "kernel", si->kernel);
+    jw_kstr(j, "blas_config", si->blas_config[0] ? si->blas_config : NULL);
+    if (si->blas_threads >= 0)
+        jw_kint(j, "blas_threads", si->blas_threads);
+    else
+        jw_knull(j, "blas_threads");
+    jw_kstr(j, "compiler", si->compiler);
+    jw_kstr(j, "compile_flags", si->compile_flags);
+    jw_kstr(j, "libyolo_version", yolo_version());
+    jw_knum(j, "fma_peak_gflop_per_s", r->fma_peak);
+    jw_knum(j, "fma_peak_gflop_per_s_1_thread", r->fma_peak_1);
+    jw_kstr(j, "fma_peak_isa", r->fma_isa);
+    jw_obj_end(j);
+}
+
+static void write_energy_json(json_writer *j, const bench_run *r)
+{
+    jw_key(j, "energy");
+    jw_obj(j);
+    jw_kstr(j, "source", energy_source_name(r->energy.source));
+    jw_kstr(j, "note", r->energy.reason[0] ? r->energy.reason : NULL);
+    jw_key(j, "domains");
+    jw_arr(j);
+    for (int i = 0; i < r->energy.ndom; i++) {
+        jw_obj(j);
+        jw_kstr(j, "name", r->energy.dom[i].name);
+        jw_kstr(j, "kind", energy_kind_name(r->energy.dom[i].kind));
+        jw_kstr(j, "path", r->energy.dom[i].path);
+        jw_kint(j, "read_errors", r->energy.dom[i].read_errors);
+        jw_obj_end(j);
+    }
+    jw_arr_end(j);
+    jw_obj_end(j);
+}
+
 int outputs_write_run_json(bench_run *r, int completed)
 {
     bw_file f;
@@ -150,84 +250,17 @@ int outputs_write_run_json(bench_run *r, int completed)
     jw_kstr(&j, "end_utc", r->end_iso[0] ? r->end_iso : NULL);
     write_options(&j, r->o);
     jw_kint(&j, "img_size_used", r->img_size);
-
-    jw_key(&j, "model");
-    jw_obj(&j);
-    jw_kstr(&j, "path", r->o->model);
-    jw_kstr(&j, "name", r->info.name);
-    jw_kstr(&j, "sha256", r->model_sha);
-    char src[65];
-    sha256_hex(r->info.source_sha256, src);
-    jw_kstr(&j, "source_checkpoint_sha256", src);
-    jw_kint(&j, "classes", r->info.num_classes);
-    jw_kint(&j, "layers", r->info.num_layers);
-    jw_kuint(&j, "parameters", r->info.num_params);
-    jw_kint(&j, "max_stride", r->stride);
-    jw_kint(&j, "default_img_size", r->info.default_img_size);
-    jw_kbool(&j, "fused", r->info.fused);
-    jw_kstr(&j, "activation", r->info.activation == YOLO_ACT_SILU         ? "SiLU"
-                               : r->info.activation == YOLO_ACT_LEAKY_RELU ? "LeakyReLU(0.1)"
-                                                                          : "none");
-    jw_knum(&j, "gflops_at_img_size_square", r->model_gflops_img_size);
-    jw_obj_end(&j);
-
-    jw_key(&j, "images");
-    jw_obj(&j);
-    jw_kstr(&j, "folder", r->o->images);
-    jw_kuint(&j, "found", r->ds.n);
-    jw_kuint(&j, "skipped", r->skipped);
-    jw_kuint(&j, "per_pass", r->norder);
-    jw_kuint(&j, "other_files_ignored", r->ds.other_files);
-    jw_obj_end(&j);
-
-    const sysinfo *si = &r->sys;
-    jw_key(&j, "machine");
-    jw_obj(&j);
-    jw_kstr(&j, "cpu_model", si->cpu_model);
-    jw_kint(&j, "cpus_online", si->cpus_online);
-    jw_kint(&j, "cpus_allowed", si->cpus_allowed);
-    jw_kint(&j, "threads_used", r->threads_used);
-    jw_kstr(&j, "pinned_cpus", r->o->pin);
-    jw_kstr(&j, "governor", si->governor[0] ? si->governor : NULL);
-    jw_kstr(&j, "kernel", si->kernel);
-    jw_kstr(&j, "blas_config", si->blas_config[0] ? si->blas_config : NULL);
-    if (si->blas_threads >= 0)
-        jw_kint(&j, "blas_threads", si->blas_threads);
-    else
-        jw_knull(&j, "blas_threads");
-    jw_kstr(&j, "compiler", si->compiler);
-    jw_kstr(&j, "compile_flags", si->compile_flags);
-    jw_kstr(&j, "libyolo_version", yolo_version());
-    jw_knum(&j, "fma_peak_gflop_per_s", r->fma_peak);
-    jw_knum(&j, "fma_peak_gflop_per_s_1_thread", r->fma_peak_1);
-    jw_kstr(&j, "fma_peak_isa", r->fma_isa);
-    jw_obj_end(&j);
-
-    jw_key(&j, "energy");
-    jw_obj(&j);
-    jw_kstr(&j, "source", energy_source_name(r->energy.source));
-    jw_kstr(&j, "note", r->energy.reason[0] ? r->energy.reason : NULL);
-    jw_key(&j, "domains");
-    jw_arr(&j);
-    for (int i = 0; i < r->energy.ndom; i++) {
-        jw_obj(&j);
-        jw_kstr(&j, "name", r->energy.dom[i].name);
-        jw_kstr(&j, "kind", energy_kind_name(r->energy.dom[i].kind));
-        jw_kstr(&j, "path", r->energy.dom[i].path);
-        jw_kint(&j, "read_errors", r->energy.dom[i].read_errors);
-        jw_obj_end(&j);
-    }
-    jw_arr_end(&j);
-    jw_obj_end(&j);
+    write_model_json(&j, r);
+    write_images_json(&j, r);
+    write_machine_json(&j, r);
+    write_energy_json(&j, r);
     jw_key(&j, "hardware_counters");
     jw_obj(&j);
     jw_kbool(&j, "available", r->hw.available);
     jw_kstr(&j, "note", r->hw.reason);
     jw_obj_end(&j);
     jw_obj_end(&j);
-    if (commit(r, &f) != 0)
-        return -1;
-    return 0;
+    return commit(r, &f);
 }
 
 /* ---- layer_types.csv ------------------------------------------------------------------------------ */
@@ -235,10 +268,10 @@ int outputs_write_run_json(bench_run *r, int completed)
 static int write_layer_types(bench_run *r)
 {
     bw_file f;
-    if (open_in_run(r, &f, "layer_types.csv") != 0)
+    if (open_csv(r, &f, "layer_types.csv",
+                 "type,layers_per_forward,calls,total_ms,ms_per_forward,pct_of_layer_time,"
+                 "pct_of_forward,gflop_per_forward,gflop_per_s") != 0)
         return -1;
-    bw_printf(&f, "type,layers_per_forward,calls,total_ms,ms_per_forward,pct_of_layer_time,"
-                  "pct_of_forward,gflop_per_forward,gflop_per_s\n");
     double fw = (double)r->layered_forwards;
     double all_ns = (double)r->layered_layer_ns, fwd_ns = (double)r->layered_forward_ns;
     uint64_t all_flops = 0, all_calls = 0;
@@ -303,11 +336,11 @@ static void energy_row(bench_run *r, bw_file *f, const char *phase, int pass, do
 static int write_energy(bench_run *r)
 {
     bw_file f;
-    if (open_in_run(r, &f, "energy.csv") != 0)
+    if (open_csv(r, &f, "energy.csv",
+                 "phase,pass,source,seconds,images,energy_j,avg_power_w,j_per_image,"
+                 "images_per_j,gflop_per_j,package_j,core_j,uncore_j,dram_j,psys_j,"
+                 "unavailable_reason") != 0)
         return -1;
-    bw_printf(&f, "phase,pass,source,seconds,images,energy_j,avg_power_w,j_per_image,"
-                  "images_per_j,gflop_per_j,package_j,core_j,uncore_j,dram_j,psys_j,"
-                  "unavailable_reason\n");
     /* one row per pass, then one per phase (sums of its passes) */
     for (int i = 0; i < r->npasses; i++) {
         const pass_rec *p = &r->passes[i];
@@ -354,9 +387,8 @@ static const char *phase_at(const bench_run *r, uint64_t t)
 static int write_memory(bench_run *r)
 {
     bw_file f;
-    if (open_in_run(r, &f, "memory.csv") != 0)
+    if (open_csv(r, &f, "memory.csv", "t_s,phase,rss_bytes") != 0)
         return -1;
-    bw_printf(&f, "t_s,phase,rss_bytes\n");
     for (size_t i = 0; i < r->mem.n; i++) {
         const mem_sample *s = &r->mem.samples[i];
         if (s->t_ns < r->t_start)
@@ -366,11 +398,11 @@ static int write_memory(bench_run *r)
     }
     if (commit(r, &f) != 0)
         return -1;
-    if (open_in_run(r, &f, "memory_phases.csv") != 0)
+    if (open_csv(r, &f, "memory_phases.csv",
+                 "phase,start_s,end_s,peak_rss_bytes_vmhwm,peak_reset_at_start,"
+                 "peak_rss_bytes_sampled,library_arena_bytes,library_scratch_bytes,"
+                 "library_weight_bytes") != 0)
         return -1;
-    bw_printf(&f, "phase,start_s,end_s,peak_rss_bytes_vmhwm,peak_reset_at_start,"
-                  "peak_rss_bytes_sampled,library_arena_bytes,library_scratch_bytes,"
-                  "library_weight_bytes\n");
     for (int i = 0; i < r->nphases; i++) {
         const mem_phase *p = &r->phases[i];
         bw_printf(&f, "%s,%.4f,%.4f,", p->name, (double)(p->t0 - r->t_start) / 1e9,
@@ -471,11 +503,15 @@ static int write_detections(bench_run *r)
     }
     jw_arr_end(&j);
     jw_obj_end(&j);
-    if (commit(r, &f) != 0)
-        return -1;
+    return commit(r, &f);
+}
 
-    /* COCO results: image_id is the file stem when it is a number (COCO's
-     * file names), else the image's index in the sorted list */
+/* COCO results: image_id is the file stem when it is a number (COCO's file
+ * names), else the image's index in the sorted list. */
+static int write_detections_coco(bench_run *r)
+{
+    bw_file f;
+    json_writer j;
     if (open_in_run(r, &f, "detections_coco.json") != 0)
         return -1;
     jw_init(&j, &f, 0);
@@ -578,6 +614,66 @@ static void stats_json(json_writer *j, const char *prefix, const stats_summary *
     jw_kuint(j, k, s->n);
 }
 
+/* Latency (per batch), throughput and the per-step statistics. */
+static void summary_timing(json_writer *j, const bench_run *r, const bench_summary *s)
+{
+    const stats_summary *lat = &s->step[PASS_TIMED][ST_BATCH];
+    jw_knum(j, "latency_ms_median", lat->p50);
+    jw_knum(j, "latency_ms_mean", lat->mean);
+    jw_knum(j, "latency_ms_p90", lat->p90);
+    jw_kbool(j, "latency_p90_reliable", lat->n >= STATS_MIN_SAMPLES_P90);
+    jw_kint(j, "latency_images_per_sample", r->o->batch);
+    jw_knum(j, "throughput_img_per_s", s->throughput_img_per_s);
+    jw_knum(j, "time_ms_per_image", s->ms_per_image);
+    jw_knum(j, "forward_ms_per_image", s->forward_ms_per_image);
+    jw_knum(j, "first_forward_ms", s->first_forward_ms);
+    for (int st = 0; st < NSTEPS; st++)
+        stats_json(j, STEP_NAMES[st], &s->step[PASS_TIMED][st]);
+    stats_json(j, "warmup_forward", &s->step[PASS_WARMUP][ST_FORWARD]);
+    stats_json(j, "layer_timed_forward", &s->step[PASS_LAYERS][ST_FORWARD]);
+    jw_knum(j, "layer_timing_overhead_pct", s->layer_overhead_pct);
+    jw_knum(j, "layer_coverage_ratio", s->layer_coverage);
+}
+
+static void summary_flops_energy(json_writer *j, const bench_run *r, const bench_summary *s)
+{
+    jw_knum(j, "model_gflop_at_img_size_square", r->model_gflops_img_size);
+    jw_knum(j, "gflop_per_image", s->gflop_per_image);
+    jw_knum(j, "achieved_gflop_per_s", s->achieved_gflop_per_s);
+    jw_knum(j, "fma_peak_gflop_per_s", r->fma_peak);
+    jw_knum(j, "fraction_of_fma_peak", s->fraction_of_fma_peak);
+    jw_kstr(j, "energy_source", energy_source_name(r->energy.source));
+    jw_kstr(j, "energy_unavailable_reason",
+            r->energy.source == ENERGY_NONE ? r->energy.reason : NULL);
+    jw_knum(j, "energy_j_warmup", s->energy_j[PASS_WARMUP]);
+    jw_knum(j, "energy_j_timed", s->energy_j[PASS_TIMED]);
+    jw_knum(j, "energy_j_per_image", s->energy_j_per_image);
+    jw_knum(j, "images_per_j", s->images_per_j);
+    jw_knum(j, "gflop_per_j", s->gflop_per_j);
+    jw_knum(j, "power_w_mean_timed", s->avg_power_w);
+}
+
+static void summary_memory_counters(json_writer *j, const bench_run *r)
+{
+    for (int i = 0; i < r->nphases; i++) {
+        char k[64];
+        snprintf(k, sizeof k, "peak_rss_bytes_%s", r->phases[i].name);
+        if (r->phases[i].vmhwm >= 0)
+            jw_kint(j, k, r->phases[i].vmhwm);
+        else
+            jw_knull(j, k);
+    }
+    jw_kuint(j, "library_arena_bytes", r->ctxmem.arena_bytes);
+    jw_kuint(j, "library_scratch_bytes", r->ctxmem.scratch_bytes);
+    jw_kuint(j, "library_weight_bytes", r->ctxmem.weight_bytes);
+    int hw = r->hw.available;
+    double ipc = hw && r->hw.cycles ? (double)r->hw.instructions / (double)r->hw.cycles : NAN;
+    jw_knum(j, "cycles_main_thread", hw ? (double)r->hw.cycles : NAN);
+    jw_knum(j, "instructions_main_thread", hw ? (double)r->hw.instructions : NAN);
+    jw_knum(j, "ipc_main_thread", ipc);
+    jw_kstr(j, "hardware_counters_note", r->hw.reason);
+}
+
 static int write_summary(bench_run *r, const bench_summary *s)
 {
     bw_file f;
@@ -598,55 +694,9 @@ static int write_summary(bench_run *r, const bench_summary *s)
     jw_kint(&j, "layer_timed_passes", s->passes[PASS_LAYERS]);
     jw_kuint(&j, "images_timed", s->images[PASS_TIMED]);
     jw_kuint(&j, "images_skipped", r->skipped);
-    const stats_summary *lat = &s->step[PASS_TIMED][ST_BATCH];
-    jw_knum(&j, "latency_ms_median", lat->p50);
-    jw_knum(&j, "latency_ms_mean", lat->mean);
-    jw_knum(&j, "latency_ms_p90", lat->p90);
-    jw_kbool(&j, "latency_p90_reliable", lat->n >= STATS_MIN_SAMPLES_P90);
-    jw_knum(&j, "throughput_img_per_s", s->throughput_img_per_s);
-    jw_knum(&j, "first_forward_ms", s->first_forward_ms);
-    for (int st = 0; st < NSTEPS; st++)
-        stats_json(&j, STEP_NAMES[st], &s->step[PASS_TIMED][st]);
-    stats_json(&j, "warmup_forward", &s->step[PASS_WARMUP][ST_FORWARD]);
-    stats_json(&j, "layer_timed_forward", &s->step[PASS_LAYERS][ST_FORWARD]);
-    jw_knum(&j, "layer_timing_overhead_pct", s->layer_overhead_pct);
-    jw_knum(&j, "layer_coverage_ratio", s->layer_coverage);
-    jw_knum(&j, "model_gflop_at_img_size_square", r->model_gflops_img_size);
-    jw_knum(&j, "gflop_per_image", s->gflop_per_image);
-    jw_knum(&j, "achieved_gflop_per_s", s->achieved_gflop_per_s);
-    jw_knum(&j, "fma_peak_gflop_per_s", r->fma_peak);
-    jw_knum(&j, "fraction_of_fma_peak", s->fraction_of_fma_peak);
-    jw_kstr(&j, "energy_source", energy_source_name(r->energy.source));
-    jw_kstr(&j, "energy_unavailable_reason",
-            r->energy.source == ENERGY_NONE ? r->energy.reason : NULL);
-    jw_knum(&j, "energy_j_warmup", s->energy_j[PASS_WARMUP]);
-    jw_knum(&j, "energy_j_timed", s->energy_j[PASS_TIMED]);
-    jw_knum(&j, "energy_j_per_image", s->energy_j_per_image);
-    jw_knum(&j, "images_per_j", s->images_per_j);
-    jw_knum(&j, "gflop_per_j", s->gflop_per_j);
-    jw_knum(&j, "power_w_mean_timed", s->avg_power_w);
-    for (int i = 0; i < r->nphases; i++) {
-        char k[64];
-        snprintf(k, sizeof k, "peak_rss_bytes_%s", r->phases[i].name);
-        if (r->phases[i].vmhwm >= 0)
-            jw_kint(&j, k, r->phases[i].vmhwm);
-        else
-            jw_knull(&j, k);
-    }
-    jw_kuint(&j, "library_arena_bytes", r->ctxmem.arena_bytes);
-    jw_kuint(&j, "library_scratch_bytes", r->ctxmem.scratch_bytes);
-    jw_kuint(&j, "library_weight_bytes", r->ctxmem.weight_bytes);
-    if (r->hw.available) {
-        jw_kuint(&j, "cycles_main_thread", r->hw.cycles);
-        jw_kuint(&j, "instructions_main_thread", r->hw.instructions);
-        jw_knum(&j, "ipc_main_thread",
-                r->hw.cycles ? (double)r->hw.instructions / (double)r->hw.cycles : NAN);
-    } else {
-        jw_knull(&j, "cycles_main_thread");
-        jw_knull(&j, "instructions_main_thread");
-        jw_knull(&j, "ipc_main_thread");
-    }
-    jw_kstr(&j, "hardware_counters_note", r->hw.reason);
+    summary_timing(&j, r, s);
+    summary_flops_energy(&j, r, s);
+    summary_memory_counters(&j, r);
     jw_obj_end(&j);
     return commit(r, &f);
 }
@@ -658,7 +708,7 @@ int outputs_write_all(bench_run *r)
     if (commit(r, &r->f_layers) != 0 || commit(r, &r->f_steps) != 0)
         return -1;
     if (write_layer_types(r) != 0 || write_energy(r) != 0 || write_memory(r) != 0 ||
-        write_trace(r) != 0 || write_detections(r) != 0)
+        write_trace(r) != 0 || write_detections(r) != 0 || write_detections_coco(r) != 0)
         return -1;
     if (!r->o->no_images && !r->interrupted && write_images(r) != 0)
         return -1;

@@ -27,13 +27,6 @@ static volatile sig_atomic_t g_signal;
 
 static void on_signal(int sig) { g_signal = sig; }
 
-uint64_t bench_now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
 void bench_utc_iso(char *buf, size_t size)
 {
     struct timespec ts;
@@ -219,36 +212,185 @@ typedef struct {
     float *input;       /* batch x 3 x S x S */
     yolo_image *img, *lb;
     yolo_letterbox_info *lbi;
+    size_t *idx;        /* dataset index of each decoded image */
+    int n;              /* images decoded (unreadable ones left out) */
+    int nlb;            /* images letterboxed */
+    int W, H;           /* the batch's network input */
     yolo_detection *dets;
     int cap_dets;
 } batch_buf;
 
-static int capture(bench_run *r, size_t item, const yolo_detection *d, int n, int in_w,
-                   int in_h, const float *pred, int rows, int cols)
+static int save_raw(bench_run *r, size_t item, const float *pred, int rows, int cols)
+{
+    char stem[200], name[256];
+    dataset_stem(r->ds.items[item].path, stem, sizeof stem);
+    snprintf(name, sizeof name, "raw/%04zu_%s.npy", item, stem);
+    char *path = path_join(r->run_dir, name);
+    if (!path) {
+        set_err(r->err, sizeof r->err, "out of memory");
+        return -1;
+    }
+    int rc = outputs_write_npy(path, pred, rows, cols, r->err, sizeof r->err);
+    free(path);
+    return rc;
+}
+
+/* Keeps the first detections (and with --save-raw the raw predictions) of
+ * an image; later passes give the same. 0, or -1 with r->err. */
+static int capture(bench_run *r, size_t item, const batch_buf *bb, int nd, const float *pred,
+                   int rows, int cols)
 {
     det_list *dl = &r->dets[item];
     if (dl->captured)
         return 0;
-    dl->d = malloc((size_t)(n > 0 ? n : 1) * sizeof *d);
-    if (!dl->d)
+    dl->d = malloc((size_t)(nd > 0 ? nd : 1) * sizeof *dl->d);
+    if (!dl->d) {
+        set_err(r->err, sizeof r->err, "out of memory keeping the detections of %s",
+                r->ds.items[item].path);
         return -1;
-    memcpy(dl->d, d, (size_t)n * sizeof *d);
-    dl->n = n;
-    dl->in_w = in_w;
-    dl->in_h = in_h;
+    }
+    memcpy(dl->d, bb->dets, (size_t)nd * sizeof *dl->d);
+    dl->n = nd;
+    dl->in_w = bb->W;
+    dl->in_h = bb->H;
     dl->captured = 1;
-    if (r->o->save_raw && pred) {
-        char stem[200], name[256];
-        dataset_stem(r->ds.items[item].path, stem, sizeof stem);
-        snprintf(name, sizeof name, "raw/%04zu_%s.npy", item, stem);
-        char *path = path_join(r->run_dir, name);
-        char err[512];
-        if (!path || outputs_write_npy(path, pred, rows, cols, err, sizeof err) != 0) {
-            fprintf(stderr, "bench/run: %s\n", path ? err : "out of memory");
-            free(path);
+    return r->o->save_raw ? save_raw(r, item, pred, rows, cols) : 0;
+}
+
+/* Decodes the batch's images; one that fails now (it decoded at the start)
+ * is named, marked skipped and left out from here on. */
+static void decode_batch(step_ctx *sc, batch_buf *bb, const size_t *items, int nitems)
+{
+    bench_run *r = sc->r;
+    bb->n = bb->nlb = 0;
+    for (int i = 0; i < nitems; i++) {
+        size_t it = items[i];
+        uint64_t t0 = bench_now_ns();
+        yolo_status st = yolo_image_load(r->ds.items[it].path, &bb->img[bb->n]);
+        uint64_t t1 = bench_now_ns();
+        if (st != YOLO_OK) {
+            fprintf(stderr, "\nwarning: skipping %s: %s\n", r->ds.items[it].path,
+                    yolo_last_error());
+            r->ds.items[it].skipped = 1;
+            r->skipped++;
+            continue;
+        }
+        step_done(sc, ST_DECODE, (int)it, t0, t1);
+        bb->idx[bb->n++] = it;
+    }
+}
+
+/* One canvas for the whole batch: minimal padding for a single image (as
+ * detect.py), the largest minimal shape of the batch's images for several,
+ * or the img-size square with --square. */
+static yolo_letterbox_params batch_canvas(const bench_run *r, const batch_buf *bb)
+{
+    yolo_letterbox_params lp = yolo_letterbox_default_params();
+    lp.img_size = r->img_size;
+    lp.stride = r->stride;
+    lp.auto_pad = !r->o->square && bb->n == 1;
+    lp.canvas_w = lp.canvas_h = 0;
+    if (r->o->square || bb->n == 1)
+        return lp;
+    for (int i = 0; i < bb->n; i++) {
+        int w, h;
+        bench_minimal_shape(bb->img[i].width, bb->img[i].height, r->img_size, r->stride, &w, &h);
+        lp.canvas_w = w > lp.canvas_w ? w : lp.canvas_w;
+        lp.canvas_h = h > lp.canvas_h ? h : lp.canvas_h;
+    }
+    return lp;
+}
+
+static int letterbox_batch(step_ctx *sc, batch_buf *bb)
+{
+    bench_run *r = sc->r;
+    yolo_letterbox_params lp = batch_canvas(r, bb);
+    for (int i = 0; i < bb->n; i++) {
+        uint64_t t0 = bench_now_ns();
+        yolo_status st = yolo_letterbox(&bb->img[i], &lp, &bb->lb[i], &bb->lbi[i]);
+        uint64_t t1 = bench_now_ns();
+        if (st != YOLO_OK) {
+            set_err(r->err, sizeof r->err, "letterbox of %s failed: %s",
+                    r->ds.items[bb->idx[i]].path, yolo_last_error());
             return -1;
         }
-        free(path);
+        bb->nlb++;
+        step_done(sc, ST_LETTERBOX, (int)bb->idx[i], t0, t1);
+    }
+    bb->W = bb->lb[0].width;
+    bb->H = bb->lb[0].height;
+    for (int i = 1; i < bb->n; i++)
+        if (bb->lb[i].width != bb->W || bb->lb[i].height != bb->H) {
+            set_err(r->err, sizeof r->err, "letterbox gave different sizes within a batch");
+            return -1;
+        }
+    return 0;
+}
+
+/* to_tensor and the forward pass; the layer records of a layer-timed pass
+ * are written out after the forward's clock has stopped. */
+static int forward_batch(step_ctx *sc, batch_buf *bb, pass_rec *pr, yolo_ctx *ctx)
+{
+    bench_run *r = sc->r;
+    size_t plane = 3 * (size_t)bb->W * (size_t)bb->H;
+    uint64_t t0 = bench_now_ns();
+    for (int i = 0; i < bb->n; i++)
+        yolo_image_to_tensor(&bb->lb[i], bb->input + (size_t)i * plane);
+    uint64_t t1 = bench_now_ns();
+    step_done(sc, ST_TO_TENSOR, -1, t0, t1);
+    r->ncur = 0;
+    t0 = bench_now_ns();
+    yolo_status st = yolo_forward(ctx, bb->input, bb->n, bb->H, bb->W);
+    t1 = bench_now_ns();
+    if (st != YOLO_OK) {
+        set_err(r->err, sizeof r->err, "forward pass failed: %s", yolo_last_error());
+        return -1;
+    }
+    step_done(sc, ST_FORWARD, -1, t0, t1);
+    yolo_ctx_memory cm;
+    if (yolo_ctx_memory_info(ctx, &cm) == YOLO_OK) {
+        pr->flops += cm.flops;
+        sv_push(&r->fwd_flops_per_image[pr->kind], (double)cm.flops / bb->n);
+    }
+    if (pr->kind == PASS_LAYERS)
+        flush_layers(r, pr->index, sc->batch, t0, t1);
+    return 0;
+}
+
+/* NMS and box scaling per image: postprocess with nms and scale_boxes as
+ * its sub-steps. */
+static int postprocess_batch(step_ctx *sc, batch_buf *bb, yolo_ctx *ctx)
+{
+    bench_run *r = sc->r;
+    yolo_detect_params dp = yolo_detect_default_params();
+    dp.conf_thres = (float)r->o->conf;
+    dp.iou_thres = (float)r->o->iou;
+    dp.multi_label = r->o->multi_label;
+    dp.max_det = r->o->max_det;
+    for (int i = 0; i < bb->n; i++) {
+        size_t it = bb->idx[i];
+        const float *pred;
+        int rows, cols, nd = 0;
+        uint64_t p0 = bench_now_ns();
+        yolo_status st = yolo_predictions(ctx, i, &pred, &rows, &cols);
+        uint64_t n0 = bench_now_ns();
+        if (st == YOLO_OK)
+            st = yolo_nms(pred, rows, cols, &dp, bb->dets, bb->cap_dets, &nd);
+        uint64_t n1 = bench_now_ns();
+        if (st == YOLO_OK)
+            st = yolo_scale_boxes(bb->dets, nd, bb->W, bb->H, bb->img[i].width,
+                                  bb->img[i].height);
+        uint64_t p1 = bench_now_ns();
+        if (st != YOLO_OK) {
+            set_err(r->err, sizeof r->err, "post-processing of %s failed: %s",
+                    r->ds.items[it].path, yolo_last_error());
+            return -1;
+        }
+        step_done(sc, ST_POSTPROCESS, (int)it, p0, p1);
+        step_done(sc, ST_NMS, (int)it, n0, n1);
+        step_done(sc, ST_SCALE, (int)it, n1, p1);
+        if (capture(r, it, bb, nd, pred, rows, cols) != 0)
+            return -1;
     }
     return 0;
 }
@@ -260,136 +402,24 @@ static int run_batch(bench_run *r, batch_buf *bb, pass_rec *pr, int batch_no,
     step_ctx sc = {r, pr->kind, pr->index, batch_no};
     yolo_ctx *ctx = pr->kind == PASS_LAYERS ? r->ctx_layers : r->ctx;
     uint64_t tb0 = bench_now_ns();
-    size_t idx[256];
-    int n = 0;
-    /* decode; an image that fails now is skipped from here on */
-    for (int i = 0; i < nitems; i++) {
-        size_t it = items[i];
-        uint64_t t0 = bench_now_ns();
-        yolo_status st = yolo_image_load(r->ds.items[it].path, &bb->img[n]);
-        uint64_t t1 = bench_now_ns();
-        if (st != YOLO_OK) {
-            fprintf(stderr, "\nwarning: skipping %s: %s\n", r->ds.items[it].path,
-                    yolo_last_error());
-            r->ds.items[it].skipped = 1;
-            r->skipped++;
-            continue;
-        }
-        step_done(&sc, ST_DECODE, (int)it, t0, t1);
-        idx[n++] = it;
+    decode_batch(&sc, bb, items, nitems);
+    int rc = 0;
+    if (bb->n > 0) {
+        rc = letterbox_batch(&sc, bb);
+        if (rc == 0)
+            rc = forward_batch(&sc, bb, pr, ctx);
+        if (rc == 0)
+            rc = postprocess_batch(&sc, bb, ctx);
     }
-    if (n == 0)
-        return 0;
-    /* one canvas for the batch: minimal padding for single images (as
-     * detect.py), the largest minimal shape for batches, or the square */
-    yolo_letterbox_params lp = yolo_letterbox_default_params();
-    lp.img_size = r->img_size;
-    lp.stride = r->stride;
-    if (r->o->square || n > 1) {
-        lp.auto_pad = 0;
-        lp.canvas_w = lp.canvas_h = 0;
-        if (!r->o->square) {
-            for (int i = 0; i < n; i++) {
-                int w, h;
-                bench_minimal_shape(bb->img[i].width, bb->img[i].height, r->img_size, r->stride,
-                                    &w, &h);
-                if (w > lp.canvas_w)
-                    lp.canvas_w = w;
-                if (h > lp.canvas_h)
-                    lp.canvas_h = h;
-            }
-        }
-    } else {
-        lp.auto_pad = 1;
+    if (rc == 0 && bb->n > 0) {
+        uint64_t tb1 = bench_now_ns();
+        step_done(&sc, ST_BATCH, -1, tb0, tb1);
+        pr->batch_ns += tb1 - tb0;
+        pr->images += (size_t)bb->n;
     }
-    int rc = 0, nlb = 0;
-    for (int i = 0; i < n; i++) {
-        uint64_t t0 = bench_now_ns();
-        yolo_status st = yolo_letterbox(&bb->img[i], &lp, &bb->lb[i], &bb->lbi[i]);
-        uint64_t t1 = bench_now_ns();
-        if (st != YOLO_OK) {
-            snprintf(r->err, sizeof r->err, "letterbox of %s failed: %s",
-                     r->ds.items[idx[i]].path, yolo_last_error());
-            rc = -1;
-            goto out;
-        }
-        nlb++;
-        step_done(&sc, ST_LETTERBOX, (int)idx[i], t0, t1);
-    }
-    int W = bb->lb[0].width, H = bb->lb[0].height;
-    for (int i = 1; i < n; i++)
-        if (bb->lb[i].width != W || bb->lb[i].height != H) {
-            snprintf(r->err, sizeof r->err, "letterbox gave different sizes within a batch");
-            rc = -1;
-            goto out;
-        }
-    uint64_t t0 = bench_now_ns();
-    for (int i = 0; i < n; i++)
-        yolo_image_to_tensor(&bb->lb[i], bb->input + (size_t)i * 3 * (size_t)W * (size_t)H);
-    uint64_t t1 = bench_now_ns();
-    step_done(&sc, ST_TO_TENSOR, -1, t0, t1);
-
-    r->ncur = 0;
-    t0 = bench_now_ns();
-    yolo_status st = yolo_forward(ctx, bb->input, n, H, W);
-    t1 = bench_now_ns();
-    if (st != YOLO_OK) {
-        snprintf(r->err, sizeof r->err, "forward pass failed: %s", yolo_last_error());
-        rc = -1;
-        goto out;
-    }
-    step_done(&sc, ST_FORWARD, -1, t0, t1);
-    yolo_ctx_memory cm;
-    if (yolo_ctx_memory_info(ctx, &cm) == YOLO_OK) {
-        pr->flops += cm.flops;
-        sv_push(&r->fwd_flops_per_image[pr->kind], (double)cm.flops / n);
-    }
-    if (pr->kind == PASS_LAYERS)
-        flush_layers(r, pr->index, batch_no, t0, t1);
-
-    yolo_detect_params dp = yolo_detect_default_params();
-    dp.conf_thres = (float)r->o->conf;
-    dp.iou_thres = (float)r->o->iou;
-    dp.multi_label = r->o->multi_label;
-    dp.max_det = r->o->max_det;
-    for (int i = 0; i < n; i++) {
-        size_t it = idx[i];
-        uint64_t p0 = bench_now_ns();
-        const float *pred;
-        int rows, cols, nd = 0;
-        st = yolo_predictions(ctx, i, &pred, &rows, &cols);
-        uint64_t n0 = bench_now_ns();
-        if (st == YOLO_OK)
-            st = yolo_nms(pred, rows, cols, &dp, bb->dets, bb->cap_dets, &nd);
-        uint64_t n1 = bench_now_ns();
-        if (st == YOLO_OK)
-            st = yolo_scale_boxes(bb->dets, nd, W, H, bb->img[i].width, bb->img[i].height);
-        uint64_t p1 = bench_now_ns();
-        if (st != YOLO_OK) {
-            snprintf(r->err, sizeof r->err, "post-processing of %s failed: %s",
-                     r->ds.items[it].path, yolo_last_error());
-            rc = -1;
-            goto out;
-        }
-        step_done(&sc, ST_POSTPROCESS, (int)it, p0, p1);
-        step_done(&sc, ST_NMS, (int)it, n0, n1);
-        step_done(&sc, ST_SCALE, (int)it, n1, p1);
-        if (!r->dets[it].captured &&
-            capture(r, it, bb->dets, nd, W, H, pred, rows, cols) != 0) {
-            snprintf(r->err, sizeof r->err, "cannot keep the detections of %s",
-                     r->ds.items[it].path);
-            rc = -1;
-            goto out;
-        }
-    }
-    uint64_t tb1 = bench_now_ns();
-    step_done(&sc, ST_BATCH, -1, tb0, tb1);
-    pr->batch_ns += tb1 - tb0;
-    pr->images += (size_t)n;
-out:
-    for (int i = 0; i < nlb; i++)
+    for (int i = 0; i < bb->nlb; i++)
         yolo_image_free(&bb->lb[i]);
-    for (int i = 0; i < n; i++)
+    for (int i = 0; i < bb->n; i++)
         yolo_image_free(&bb->img[i]);
     return rc;
 }
@@ -474,61 +504,71 @@ static void phase_end(bench_run *r)
 
 /* ---- setup ------------------------------------------------------------------------------------ */
 
-static int make_run_dir(bench_run *r)
+/* --run-dir DIR: created if needed; one that already holds a run is refused
+ * so an earlier run is never overwritten. */
+static int use_given_run_dir(bench_run *r, const char *dir)
 {
-    bench_options *o = r->o;
-    if (o->run_dir) {
-        struct stat st;
-        if (stat(o->run_dir, &st) == 0) {
-            if (!S_ISDIR(st.st_mode)) {
-                snprintf(r->err, sizeof r->err, "run dir %s exists and is not a folder",
-                         o->run_dir);
-                return -1;
-            }
-            /* never overwrite an earlier run: the folder must be empty */
-            char *probe = path_join(o->run_dir, "run.json");
-            int used = probe && access(probe, F_OK) == 0;
-            free(probe);
-            if (used) {
-                snprintf(r->err, sizeof r->err,
-                         "run dir %s already holds a run (run.json); choose another", o->run_dir);
-                return -1;
-            }
-        } else if (mkdir_p(o->run_dir, 0755) != 0) {
-            snprintf(r->err, sizeof r->err, "cannot create run dir %s: %s", o->run_dir,
-                     strerror(errno));
+    struct stat st;
+    if (stat(dir, &st) == 0) {
+        if (!S_ISDIR(st.st_mode)) {
+            set_err(r->err, sizeof r->err, "run dir %s exists and is not a folder", dir);
             return -1;
         }
-        r->run_dir = strdup(o->run_dir);
-    } else {
-        if (mkdir_p("outputs", 0755) != 0) {
-            snprintf(r->err, sizeof r->err, "cannot create outputs/: %s", strerror(errno));
+        char *probe = path_join(dir, "run.json");
+        int used = probe && access(probe, F_OK) == 0;
+        free(probe);
+        if (used) {
+            set_err(r->err, sizeof r->err,
+                    "run dir %s already holds a run (run.json); choose another", dir);
             return -1;
         }
-        for (int k = 1; k < 1000 && !r->run_dir; k++) {
-            char name[220];
-            if (k == 1)
-                snprintf(name, sizeof name, "outputs/%s", r->run_id);
-            else
-                snprintf(name, sizeof name, "outputs/%s-%d", r->run_id, k);
-            if (mkdir(name, 0755) == 0)
-                r->run_dir = strdup(name);
-            else if (errno != EEXIST) {
-                snprintf(r->err, sizeof r->err, "cannot create %s: %s", name, strerror(errno));
-                return -1;
-            }
+    } else if (mkdir_p(dir, 0755) != 0) {
+        set_err(r->err, sizeof r->err, "cannot create run dir %s: %s", dir, strerror(errno));
+        return -1;
+    }
+    r->run_dir = strdup(dir);
+    return 0;
+}
+
+/* outputs/<run_id>, or <run_id>-2, -3, ... when it exists (mkdir is the
+ * atomic test, so two runs started at once cannot share a folder). */
+static int make_default_run_dir(bench_run *r)
+{
+    if (mkdir_p("outputs", 0755) != 0) {
+        set_err(r->err, sizeof r->err, "cannot create outputs/: %s", strerror(errno));
+        return -1;
+    }
+    for (int k = 1; k < 1000 && !r->run_dir; k++) {
+        char name[220];
+        if (k == 1)
+            snprintf(name, sizeof name, "outputs/%s", r->run_id);
+        else
+            snprintf(name, sizeof name, "outputs/%s-%d", r->run_id, k);
+        if (mkdir(name, 0755) == 0) {
+            r->run_dir = strdup(name);
+        } else if (errno != EEXIST) {
+            set_err(r->err, sizeof r->err, "cannot create %s: %s", name, strerror(errno));
+            return -1;
         }
     }
+    return 0;
+}
+
+static int make_run_dir(bench_run *r)
+{
+    int rc = r->o->run_dir ? use_given_run_dir(r, r->o->run_dir) : make_default_run_dir(r);
+    if (rc != 0)
+        return -1;
     if (!r->run_dir) {
-        snprintf(r->err, sizeof r->err, "cannot choose a run dir");
+        set_err(r->err, sizeof r->err, "cannot choose a run dir");
         return -1;
     }
     /* can we write here at all? */
     char *probe = path_join(r->run_dir, ".write-test");
     FILE *f = probe ? fopen(probe, "w") : NULL;
     if (!f) {
-        snprintf(r->err, sizeof r->err, "run dir %s is not writable: %s", r->run_dir,
-                 strerror(errno));
+        set_err(r->err, sizeof r->err, "run dir %s is not writable: %s", r->run_dir,
+                strerror(probe ? errno : ENOMEM));
         free(probe);
         return -1;
     }
@@ -670,9 +710,10 @@ static int alloc_batch(bench_run *r, batch_buf *bb)
     bb->img = calloc((size_t)B, sizeof *bb->img);
     bb->lb = calloc((size_t)B, sizeof *bb->lb);
     bb->lbi = calloc((size_t)B, sizeof *bb->lbi);
+    bb->idx = calloc((size_t)B, sizeof *bb->idx);
     bb->cap_dets = r->o->max_det;
     bb->dets = calloc((size_t)bb->cap_dets, sizeof *bb->dets);
-    return bb->input && bb->img && bb->lb && bb->lbi && bb->dets ? 0 : -1;
+    return bb->input && bb->img && bb->lb && bb->lbi && bb->idx && bb->dets ? 0 : -1;
 }
 
 static void free_batch(batch_buf *bb)
@@ -681,6 +722,7 @@ static void free_batch(batch_buf *bb)
     free(bb->img);
     free(bb->lb);
     free(bb->lbi);
+    free(bb->idx);
     free(bb->dets);
 }
 
@@ -769,54 +811,37 @@ static int finish(bench_run *r, int status)
     return status;
 }
 
-static int bench_run_all(bench_run *r)
+static int apply_pin(bench_run *r)
 {
-    bench_options *o = r->o;
-    install_signals();
-    r->t_start = bench_now_ns();
-    bench_utc_iso(r->start_iso, sizeof r->start_iso);
-    energy_open(&r->energy, o->powercap_root, o->energy_interval_ms);
-    if (mem_sampler_start(&r->mem, o->mem_interval_ms) != 0) {
-        snprintf(r->err, sizeof r->err, "cannot start the memory sampler thread");
-        return finish(r, EXIT_ERROR);
+    unsigned char mask[OPT_MAX_CPUS];
+    int ncpu;
+    if (opts_parse_cpulist(r->o->pin, mask, OPT_MAX_CPUS, &ncpu, r->err, sizeof r->err) != 0)
+        return EXIT_USAGE;
+    if (pin_all_threads(mask, OPT_MAX_CPUS) < 0) {
+        set_err(r->err, sizeof r->err, "--pin %s: sched_setaffinity: %s", r->o->pin,
+                strerror(errno));
+        return EXIT_ERROR;
     }
-    phase_begin(r, "load");
-    int st = load_model(r);
-    phase_end(r);
-    if (st != EXIT_OK)
-        return finish(r, st);
-    if (o->pin) {
-        unsigned char mask[OPT_MAX_CPUS];
-        int ncpu;
-        if (opts_parse_cpulist(o->pin, mask, OPT_MAX_CPUS, &ncpu, r->err, sizeof r->err) != 0)
-            return finish(r, EXIT_USAGE);
-        if (pin_all_threads(mask, OPT_MAX_CPUS) < 0) {
-            snprintf(r->err, sizeof r->err, "--pin %s: sched_setaffinity: %s", o->pin,
-                     strerror(errno));
-            return finish(r, EXIT_ERROR);
-        }
-    }
-    st = check_images(r);
-    if (st != EXIT_OK)
-        return finish(r, st);
-    make_run_id(r, r->info.name ? r->info.name : "model");
-    if (make_run_dir(r) != 0)
-        return finish(r, EXIT_ERROR);
-    if (o->save_raw) {
-        char *raw = path_join(r->run_dir, "raw");
-        int bad = !raw || (mkdir(raw, 0755) != 0 && errno != EEXIST);
-        if (bad)
-            snprintf(r->err, sizeof r->err, "cannot create %s/raw: %s", r->run_dir,
-                     strerror(errno));
-        free(raw);
-        if (bad)
-            return finish(r, EXIT_ERROR);
-    }
-    if (!o->quiet)
-        fprintf(stderr, "bench/run: model %s (sha256 %.16s...), %zu images, run folder %s\n",
-                r->info.name ? r->info.name : "?", r->model_sha, r->unique_images, r->run_dir);
+    return EXIT_OK;
+}
+
+static int make_raw_dir(bench_run *r)
+{
+    char *raw = path_join(r->run_dir, "raw");
+    int bad = !raw || (mkdir(raw, 0755) != 0 && errno != EEXIST);
+    if (bad)
+        set_err(r->err, sizeof r->err, "cannot create %s/raw: %s", r->run_dir,
+                strerror(raw ? errno : ENOMEM));
+    free(raw);
+    return bad ? -1 : 0;
+}
+
+/* The machine: its description, the threads the run uses and its FMA peak
+ * (measured after pinning, on the CPUs the run may use). */
+static void measure_machine(bench_run *r)
+{
     sysinfo_collect(&r->sys);
-    r->threads_used = o->threads > 0 ? o->threads
+    r->threads_used = r->o->threads > 0          ? r->o->threads
                       : r->sys.blas_threads > 0 ? r->sys.blas_threads
                                                 : r->sys.cpus_allowed;
     if (r->threads_used < 1)
@@ -824,47 +849,103 @@ static int bench_run_all(bench_run *r)
     r->fma_peak = fma_peak_gflops(r->threads_used, 0.1, r->fma_isa, sizeof r->fma_isa);
     r->fma_peak_1 = r->threads_used == 1 ? r->fma_peak : fma_peak_gflops(1, 0.1, NULL, 0);
     hw_counters_open(&r->hw);
+}
+
+/* Everything before the first pass: model, pinning, images, run folder,
+ * machine, run.json (completed false) and the streamed CSVs. Nothing is
+ * written before the model, the options and the images have been checked.
+ * Returns an exit status, EXIT_OK to go on. */
+static int setup_run(bench_run *r)
+{
+    bench_options *o = r->o;
+    r->t_start = bench_now_ns();
+    bench_utc_iso(r->start_iso, sizeof r->start_iso);
+    energy_open(&r->energy, o->powercap_root, o->energy_interval_ms);
+    if (mem_sampler_start(&r->mem, o->mem_interval_ms) != 0) {
+        set_err(r->err, sizeof r->err, "cannot start the memory sampler thread");
+        return EXIT_ERROR;
+    }
+    phase_begin(r, "load");
+    int st = load_model(r);
+    phase_end(r);
+    if (st == EXIT_OK && o->pin)
+        st = apply_pin(r);
+    if (st == EXIT_OK)
+        st = check_images(r);
+    if (st != EXIT_OK)
+        return st;
+    make_run_id(r, r->info.name ? r->info.name : "model");
+    if (make_run_dir(r) != 0 || (o->save_raw && make_raw_dir(r) != 0))
+        return EXIT_ERROR;
+    if (!o->quiet)
+        fprintf(stderr, "bench/run: model %s (sha256 %.16s...), %zu images, run folder %s\n",
+                r->info.name ? r->info.name : "?", r->model_sha, r->unique_images, r->run_dir);
+    measure_machine(r);
     trace_init(&r->trace, r->t_start, 2000000);
     if (outputs_write_run_json(r, 0) != 0 || open_streams(r) != 0)
-        return finish(r, EXIT_ERROR);
-    energy_start(&r->energy);
+        return EXIT_ERROR;
+    return EXIT_OK;
+}
+
+/* Warm-up and timed passes with the samplers running; a fatal error sets
+ * r->failed (message in r->err), a signal r->interrupted. */
+static void measure(bench_run *r)
+{
     batch_buf bb;
     if (alloc_batch(r, &bb) != 0) {
         free_batch(&bb);
-        snprintf(r->err, sizeof r->err, "out of memory for a batch of %d", o->batch);
-        return finish(r, EXIT_ERROR);
+        set_err(r->err, sizeof r->err, "out of memory for a batch of %d", r->o->batch);
+        r->failed = 1;
+        return;
     }
+    energy_start(&r->energy);
     int rc = run_passes(r, &bb);
     free_batch(&bb);
     energy_stop(&r->energy);
     mem_sampler_stop(&r->mem);
     bench_utc_iso(r->end_iso, sizeof r->end_iso);
-    char fatal[1024] = "";
-    if (rc < 0) {
+    if (rc < 0)
         r->failed = 1;
+}
+
+/* Writes the run folder and the summary; returns the exit status. */
+static int conclude(bench_run *r)
+{
+    char fatal[1024] = "";
+    if (r->failed)
         snprintf(fatal, sizeof fatal, "%s", r->err);
-    }
-    if (r->interrupted && !o->quiet)
+    if (r->interrupted && !r->o->quiet)
         fprintf(stderr, "bench/run: interrupted by signal %d: writing what is complete\n",
                 r->interrupted);
     if (outputs_write_all(r) != 0)
-        return finish(r, EXIT_ERROR);
+        return EXIT_ERROR;
     if (fatal[0]) {
-        snprintf(r->err, sizeof r->err, "%.700s (partial results in %.300s)", fatal, r->run_dir);
-        return finish(r, EXIT_ERROR);
+        set_err(r->err, sizeof r->err, "%.700s (partial results in %.300s)", fatal, r->run_dir);
+        return EXIT_ERROR;
     }
-    if (!o->quiet)
+    if (!r->o->quiet)
         report_print(r, stdout);
     printf("run folder: %s\n", r->run_dir);
     fflush(stdout);
     if (r->interrupted)
-        return finish(r, 128 + r->interrupted);
+        return 128 + r->interrupted;
     if (r->skipped) {
         fprintf(stderr, "bench/run: %zu image(s) were skipped (see the warnings above)\n",
                 r->skipped);
-        return finish(r, EXIT_SKIPPED);
+        return EXIT_SKIPPED;
     }
-    return finish(r, EXIT_OK);
+    return EXIT_OK;
+}
+
+static int bench_run_all(bench_run *r)
+{
+    install_signals();
+    int st = setup_run(r);
+    if (st == EXIT_OK) {
+        measure(r);
+        st = conclude(r);
+    }
+    return finish(r, st);
 }
 
 int bench_main(int argc, char **argv)

@@ -18,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "ticker.h"
 #include "yolo.h"
 
 /* OpenBLAS entry points, if OpenBLAS is what got linked; weak so bench/run
@@ -25,12 +26,7 @@
 extern char *openblas_get_config(void) __attribute__((weak));
 extern int openblas_get_num_threads(void) __attribute__((weak));
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
+static double now_s(void) { return (double)bench_now_ns() * 1e-9; }
 
 static void read_line(const char *path, char *buf, size_t size)
 {

@@ -112,6 +112,54 @@ static double rel_us(const trace_log *t, uint64_t ns)
     return ns >= t->t0_ns ? (double)(ns - t->t0_ns) / 1000.0 : -(double)(t->t0_ns - ns) / 1000.0;
 }
 
+/* An "M" event naming the process or the thread. */
+static void write_meta(json_writer *j, const char *what, const char *name)
+{
+    jw_obj(j);
+    jw_kstr(j, "name", what);
+    jw_kstr(j, "ph", "M");
+    jw_kint(j, "pid", 1);
+    jw_kint(j, "tid", 1);
+    jw_key(j, "args");
+    jw_obj(j);
+    jw_kstr(j, "name", name);
+    jw_obj_end(j);
+    jw_obj_end(j);
+}
+
+/* One X or C event; ts and dur in microseconds with three decimals, which
+ * is ns resolution, so rounding cannot break the nesting. */
+static void write_event(json_writer *j, const trace_log *t, const trace_event *e)
+{
+    char num[48];
+    jw_obj(j);
+    jw_kstr(j, "name", e->name);
+    jw_kstr(j, "cat", e->cat);
+    jw_kstr(j, "ph", e->ph == 'X' ? "X" : "C");
+    snprintf(num, sizeof num, "%.3f", rel_us(t, e->ts_ns));
+    jw_key(j, "ts");
+    jw_raw(j, num);
+    if (e->ph == 'X') {
+        snprintf(num, sizeof num, "%.3f", (double)e->dur_ns / 1000.0);
+        jw_key(j, "dur");
+        jw_raw(j, num);
+    }
+    jw_kint(j, "pid", 1);
+    jw_kint(j, "tid", 1);
+    if (e->ph == 'C') {
+        jw_key(j, "args");
+        jw_obj(j);
+        jw_knum(j, e->name, e->value);
+        jw_obj_end(j);
+    } else if (e->arg >= 0) {
+        jw_key(j, "args");
+        jw_obj(j);
+        jw_kint(j, strcmp(e->cat, "layer") == 0 ? "layer" : "index", e->arg);
+        jw_obj_end(j);
+    }
+    jw_obj_end(j);
+}
+
 void trace_write(const trace_log *t, bw_file *f, const char *process_name)
 {
     json_writer j;
@@ -127,57 +175,11 @@ void trace_write(const trace_log *t, bw_file *f, const char *process_name)
     jw_arr(&j);
     bw_write(f, "\n", 1);
     /* metadata: names of the process and the one thread */
-    jw_obj(&j);
-    jw_kstr(&j, "name", "process_name");
-    jw_kstr(&j, "ph", "M");
-    jw_kint(&j, "pid", 1);
-    jw_kint(&j, "tid", 1);
-    jw_key(&j, "args");
-    jw_obj(&j);
-    jw_kstr(&j, "name", process_name);
-    jw_obj_end(&j);
-    jw_obj_end(&j);
-    jw_obj(&j);
-    jw_kstr(&j, "name", "thread_name");
-    jw_kstr(&j, "ph", "M");
-    jw_kint(&j, "pid", 1);
-    jw_kint(&j, "tid", 1);
-    jw_key(&j, "args");
-    jw_obj(&j);
-    jw_kstr(&j, "name", "pipeline");
-    jw_obj_end(&j);
-    jw_obj_end(&j);
+    write_meta(&j, "process_name", process_name);
+    write_meta(&j, "thread_name", "pipeline");
     for (size_t i = 0; i < t->n; i++) {
-        const trace_event *e = &t->ev[i];
         bw_write(f, "\n", 1);
-        jw_obj(&j);
-        jw_kstr(&j, "name", e->name);
-        jw_kstr(&j, "cat", e->cat);
-        jw_kstr(&j, "ph", e->ph == 'X' ? "X" : "C");
-        /* three decimals: ns resolution, so rounding cannot break nesting */
-        char num[48];
-        snprintf(num, sizeof num, "%.3f", rel_us(t, e->ts_ns));
-        jw_key(&j, "ts");
-        jw_raw(&j, num);
-        if (e->ph == 'X') {
-            snprintf(num, sizeof num, "%.3f", (double)e->dur_ns / 1000.0);
-            jw_key(&j, "dur");
-            jw_raw(&j, num);
-        }
-        jw_kint(&j, "pid", 1);
-        jw_kint(&j, "tid", 1);
-        if (e->ph == 'C') {
-            jw_key(&j, "args");
-            jw_obj(&j);
-            jw_knum(&j, e->name, e->value);
-            jw_obj_end(&j);
-        } else if (e->arg >= 0) {
-            jw_key(&j, "args");
-            jw_obj(&j);
-            jw_kint(&j, strcmp(e->cat, "layer") == 0 ? "layer" : "index", e->arg);
-            jw_obj_end(&j);
-        }
-        jw_obj_end(&j);
+        write_event(&j, t, &t->ev[i]);
     }
     jw_arr_end(&j);
     jw_obj_end(&j);

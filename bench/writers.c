@@ -12,9 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static void set_err(char *err, size_t size, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void set_err(char *err, size_t size, const char *fmt, ...)
+void set_err(char *err, size_t size, const char *fmt, ...)
 {
     if (!err || !size)
         return;
@@ -24,6 +22,16 @@ static void set_err(char *err, size_t size, const char *fmt, ...)
     va_end(ap);
 }
 
+/* Undoes a failed bw_open: frees the names, keeps errno. */
+static int bw_open_failed(bw_file *w, int e)
+{
+    free(w->final_path);
+    free(w->tmp_path);
+    w->final_path = w->tmp_path = NULL;
+    errno = e;
+    return -1;
+}
+
 int bw_open(bw_file *w, const char *path, char *err, size_t err_size)
 {
     memset(w, 0, sizeof *w);
@@ -31,12 +39,8 @@ int bw_open(bw_file *w, const char *path, char *err, size_t err_size)
     w->final_path = malloc(n + 1);
     w->tmp_path = malloc(n + 16);
     if (!w->final_path || !w->tmp_path) {
-        free(w->final_path);
-        free(w->tmp_path);
-        w->final_path = w->tmp_path = NULL;
-        errno = ENOMEM;
         set_err(err, err_size, "%s: out of memory", path);
-        return -1;
+        return bw_open_failed(w, ENOMEM);
     }
     memcpy(w->final_path, path, n + 1);
     /* Same folder as the final name, so rename() stays atomic. */
@@ -45,11 +49,7 @@ int bw_open(bw_file *w, const char *path, char *err, size_t err_size)
     if (fd < 0) {
         int e = errno;
         set_err(err, err_size, "cannot create %s: %s", w->tmp_path, strerror(e));
-        free(w->final_path);
-        free(w->tmp_path);
-        w->final_path = w->tmp_path = NULL;
-        errno = e;
-        return -1;
+        return bw_open_failed(w, e);
     }
     fchmod(fd, 0644); /* mkstemp makes 0600; results are meant to be shared */
     w->f = fdopen(fd, "w");
@@ -58,11 +58,7 @@ int bw_open(bw_file *w, const char *path, char *err, size_t err_size)
         close(fd);
         unlink(w->tmp_path);
         set_err(err, err_size, "cannot open %s: %s", w->tmp_path, strerror(e));
-        free(w->final_path);
-        free(w->tmp_path);
-        w->final_path = w->tmp_path = NULL;
-        errno = e;
-        return -1;
+        return bw_open_failed(w, e);
     }
     return 0;
 }

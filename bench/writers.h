@@ -19,6 +19,9 @@ typedef struct {
     int err;          /* errno of the first failed write, 0 if none */
 } bw_file;
 
+/* snprintf into an error buffer; does nothing when err is NULL or size 0. */
+void set_err(char *err, size_t size, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
 /* Opens a temporary file beside path. Returns 0, or -1 with errno set and a
  * message in err (may be NULL). */
 int bw_open(bw_file *w, const char *path, char *err, size_t err_size);

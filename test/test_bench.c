@@ -216,6 +216,29 @@ static void test_powercap_psys_alone_and_env(void **state)
     free(root);
 }
 
+/* psys may already hold DRAM: with a dram zone but no package zone the
+ * total is psys alone, not psys + dram and not dram alone. */
+static void test_powercap_psys_and_dram_without_package(void **state)
+{
+    (void)state;
+    char *root = make_tmpdir();
+    make_zone(root, "intel-rapl:1", "psys\n", "0\n", "100000000\n");
+    make_zone(root, "intel-rapl:0:1", "dram\n", "0\n", "100000000\n");
+    energy_meter m;
+    energy_open(&m, root, 100);
+    assert_int_equal(m.source, ENERGY_POWERCAP);
+    assert_int_equal(m.ndom, 2);
+    energy_snapshot a, b;
+    energy_snapshot_now(&m, &a);
+    write_text(root, "intel-rapl:1/energy_uj", "3000000\n");   /* psys +3 J */
+    write_text(root, "intel-rapl:0:1/energy_uj", "1000000\n"); /* dram +1 J */
+    energy_snapshot_now(&m, &b);
+    assert_true(fabs(energy_total_between(&m, &a, &b) - 3.0) < 1e-9);
+    energy_close(&m);
+    rm_rf(root);
+    free(root);
+}
+
 static void test_powercap_missing_and_empty(void **state)
 {
     (void)state;
@@ -596,6 +619,16 @@ static void test_options_flags_and_cpulist(void **state)
     assert_true(mask[0] && !mask[1] && mask[2] && mask[3] && !mask[4]);
     assert_int_equal(opts_parse_cpulist("", mask, 16, &n, err, sizeof err), -1);
     assert_int_equal(opts_parse_cpulist("99", mask, 16, &n, err, sizeof err), -1);
+    /* --no-NAME exists for flags only */
+    const char *nc[] = {"run", "m", "d", "--no-count"};
+    assert_int_equal(parse(&o, err, sizeof err, 4, nc), -1);
+    assert_non_null(strstr(err, "unknown option"));
+    opts_free(&o);
+    const char *fv[] = {"run", "m", "d", "--square=no", "--multi-label=yes"};
+    assert_int_equal(parse(&o, err, sizeof err, 5, fv), 0);
+    assert_int_equal(o.square, 0);
+    assert_int_equal(o.multi_label, 1);
+    opts_free(&o);
     const char *h[] = {"run", "--help"};
     assert_int_equal(parse(&o, err, sizeof err, 2, h), 0); /* no positionals needed */
     assert_int_equal(o.help, 1);
@@ -829,6 +862,7 @@ int main(void)
         cmocka_unit_test(test_wrap_delta),
         cmocka_unit_test(test_powercap_fake_tree),
         cmocka_unit_test(test_powercap_psys_alone_and_env),
+        cmocka_unit_test(test_powercap_psys_and_dram_without_package),
         cmocka_unit_test(test_powercap_missing_and_empty),
         cmocka_unit_test(test_powercap_unreadable_counter),
         cmocka_unit_test(test_powercap_permission_denied),

@@ -149,9 +149,37 @@ elif what == "compare":  # detections.json image vs yolo-dump --det-out file
     assert len(mine) == len(ref), (len(mine), len(ref))
     for a, b in zip(mine, ref):
         assert a["class_id"] == b["cls"], (a, b)
-        assert abs(a["confidence"] - b["conf"]) < 1e-4, (a, b)
+        # bench/run uses the library's default backend and yolo-dump the
+        # GEMM one: float sums in another order move a confidence by ~1e-4
+        # and a box by a few hundredths of a pixel; a wrong letterbox or
+        # scaling moves it by whole pixels
+        assert abs(a["confidence"] - b["conf"]) < 1e-3, (a, b)
         for u, v in zip(a["box"], [b["x1"], b["y1"], b["x2"], b["y2"]]):
-            assert abs(u - v) < 1e-2, (a, b)
+            assert abs(u - v) < 0.1, (a, b)
+elif what == "batchshape":  # images of one batch share the largest minimal letterbox shape
+    b = int(sys.argv[4]); ims = load("detections.json")["images"]
+    def minimal(w, h, s=640, stride=32):
+        r = min(s / h, s / w); nw, nh = round(w * r), round(h * r)
+        return nw + (s - nw) % stride, nh + (s - nh) % stride
+    first = ims[:b]
+    want = (max(minimal(i["width"], i["height"])[0] for i in first),
+            max(minimal(i["width"], i["height"])[1] for i in first))
+    got = {(i["input_width"], i["input_height"]) for i in first}
+    assert got == {want}, (got, want)
+    assert want != (640, 640), "test needs images that are not square"
+    assert len({minimal(i["width"], i["height"]) for i in first}) > 1, "test needs mixed shapes"
+elif what == "energy":  # a fake powercap tree whose counter runs at <= 6 W and wraps
+    s = load("summary.json"); r = load("run.json")
+    assert s["energy_source"] == "powercap" and s["energy_unavailable_reason"] is None, s
+    for k in ["energy_j_timed", "energy_j_per_image", "images_per_j", "gflop_per_j", "power_w_mean_timed"]:
+        assert s[k] is not None and s[k] > 0, (k, s[k])
+    assert 0.3 < s["power_w_mean_timed"] < 6.5, s["power_w_mean_timed"]
+    e = rows("energy.csv")
+    assert all(x["package_j"] != "" and x["dram_j"] == "" for x in e), e
+    assert [x for x in e if x["phase"] == "timed_total"], e
+    assert r["energy"]["domains"][0]["kind"] == "package"
+    t = load("trace.json")["traceEvents"]
+    assert any(x["ph"] == "C" and x["name"] == "power_w" for x in t)
 elif what == "incomplete":
     r = load("run.json")
     assert r["completed"] is False, r["completed"]
@@ -263,6 +291,115 @@ check "SIGINT: exit 130 (got $st)" test $st -eq 130
 check "SIGINT: run.json says incomplete, signal 2" V "$T/int" 0 incomplete 2
 check "SIGINT: summary.json and trace.json written" "$PY" -c "
 import json; json.load(open('$T/int/summary.json')); json.load(open('$T/int/trace.json'))"
+
+# ---- more options --------------------------------------------------------------------------------
+check "--quiet: stdout is only the run folder line" test "$(wc -l <"$T/main.out")" -eq 1
+F="--warmup 0 --runs 1 --no-layer-timing --no-images --quiet"
+"$RUN" "$MODEL" "$IMAGES" --batch 4 --count 8 $F --run-dir "$T/b4" >/dev/null 2>"$T/err"
+check "--batch 4 --count 8 (repeat) exits 0" test $? -eq 0
+check "--batch 4 --count 8: 8 images in 2 forwards" "$PY" -c "
+import json; s = json.load(open('$T/b4/summary.json'))
+assert s['images_timed'] == 8 and s['forward_samples'] == 2 and s['decode_samples'] == 8, s
+assert abs(s['time_ms_per_image'] * 8 - s['batch_ms_mean'] * 2) < 1e-6 * s['batch_ms_mean'], s"
+# landscape images of two aspect ratios: the batch canvas is the larger minimal shape and not
+# the square (a square or portrait image would make it the square)
+mkdir "$T/wide"
+"$PY" -c "
+import json, shutil, numpy as np, skimage.io
+for i in json.load(open('$R/detections.json'))['images']:
+    if i['width'] > i['height']: shutil.copy('$IMAGES/' + i['file'], '$T/wide/')
+rng = np.random.default_rng(0)
+skimage.io.imsave('$T/wide/strip.png', rng.integers(0, 255, (200, 600, 3), dtype=np.uint8))" 2>"$T/err"
+NW=$(ls "$T/wide" | wc -l)
+"$RUN" "$MODEL" "$T/wide" --batch "$NW" $F --run-dir "$T/bw" >/dev/null 2>"$T/err"
+check "--batch $NW of non-square images exits 0" test $? -eq 0
+check "--batch: one letterbox shape per batch, the largest minimal one" V "$T/bw" 0 batchshape "$NW"
+"$RUN" "$MODEL" "$IMAGES" --count 3 $F --run-dir "$T/c3" >/dev/null 2>"$T/err"
+check "--count 3 subsamples 3 distinct images" "$PY" -c "
+import json; d = json.load(open('$T/c3/detections.json'))['images']; s = json.load(open('$T/c3/summary.json'))
+assert s['images_timed'] == 3 and len({i['file'] for i in d}) == 3, (s['images_timed'], d)"
+mkdir "$T/rect"; cp "$(find "$IMAGES" -type f -name '*.jpg' | sort | head -1)" "$T/rect/"
+"$RUN" "$MODEL" "$T/rect" --square $F --run-dir "$T/sq" >/dev/null 2>"$T/err"
+check "--square: the network input is img-size square" "$PY" -c "
+import json; i = json.load(open('$T/sq/detections.json'))['images'][0]
+assert (i['input_width'], i['input_height']) == (640, 640) and i['width'] != i['height'], i"
+"$RUN" "$MODEL" "$IMAGES" --count 1 --min-time 1 $F --run-dir "$T/mt" >/dev/null 2>"$T/err"
+check "--min-time 1 with --runs 1: passes go on for at least 1 s" "$PY" -c "
+import csv, json; s = json.load(open('$T/mt/summary.json'))
+t = [r for r in csv.DictReader(open('$T/mt/energy.csv')) if r['phase'] == 'timed_total'][0]
+assert s['timed_passes'] >= 2 and float(t['seconds']) >= 1.0, (s['timed_passes'], t['seconds'])"
+"$RUN" "$MODEL" "$IMAGES" --count 1 --pin 0 $F --run-dir "$T/pin" >/dev/null 2>"$T/err"
+check "--pin 0: the process may use CPU 0 only" "$PY" -c "
+import json; m = json.load(open('$T/pin/run.json'))['machine']
+assert m['pinned_cpus'] == '0' and m['cpus_allowed'] == 1, m"
+expect_fail "--pin of a CPU list that is not one" "not a CPU list" 64 -- "$MODEL" "$IMAGES" --pin 3-1
+
+# ---- terminal output: summary, progress bar only on a terminal ------------------------------------
+"$RUN" "$MODEL" "$IMAGES" --count 2 --batch 2 --warmup 0 --runs 1 --no-images --run-dir "$T/tty0" >"$T/sum.out" 2>"$T/sum.err"
+check "summary printed to stdout" "$PY" -c "
+t = open('$T/sum.out').read()
+for k in ['Time per layer type', 'total ms', 'GFLOP/s', 'Pipeline steps', 'p99', 'per image or per batch',
+          'Per image: throughput', 'Per batch of 2 images', 'Layer callback: forward overhead',
+          'FMA peak', 'Energy', 'Memory: peak RSS', 'library: arena', 'Counters']:
+    assert k in t, k
+assert t.rstrip().splitlines()[-1] == 'run folder: $T/tty0'"
+check "no progress bar when stderr is not a terminal" sh -c "! grep -q \"\$(printf '\r')\" '$T/sum.err'"
+if command -v script >/dev/null 2>&1; then
+    script -qc "'$RUN' '$MODEL' '$IMAGES' --count 2 --warmup 0 --runs 1 --no-layer-timing --no-images --run-dir '$T/tty1' >/dev/null" "$T/tty.log" >/dev/null 2>&1
+    check "a progress bar when stderr is a terminal" grep -q "pass 1/1 timed" "$T/tty.log"
+else
+    sk "progress bar on a terminal (no script(1))"
+fi
+
+# ---- energy from a fake powercap tree: a package counter at 6 W that wraps every 1 J ----------------
+P="$T/powercap/intel-rapl:0"
+mkdir -p "$P" "$T/powercap/intel-rapl-mmio:0"
+echo package-0 >"$P/name"; echo 1000000 >"$P/max_energy_range_uj"; echo 0 >"$P/energy_uj"
+echo package-0 >"$T/powercap/intel-rapl-mmio:0/name"; echo 5 >"$T/powercap/intel-rapl-mmio:0/energy_uj"
+( v=0; while [ ! -e "$T/powercap/stop" ]; do
+      v=$(( (v + 300000) % 1000000 )); echo $v >"$P/e.tmp"; mv "$P/e.tmp" "$P/energy_uj"; sleep 0.05
+  done ) &
+feeder=$!
+BENCH_POWERCAP_ROOT="$T/powercap" "$RUN" "$MODEL" "$IMAGES" --count 2 --warmup 1 --runs 1 --no-images --energy-interval 10 --quiet --run-dir "$T/en" >/dev/null 2>"$T/err"
+st=$?
+touch "$T/powercap/stop"; wait $feeder
+check "fake powercap run exits 0 (got $st)" test $st -eq 0
+check "energy: J, J/image, images/J, GFLOP/J, W; wraps counted; mmio skipped; power track" V "$T/en" 0 energy
+
+# ---- a --no-fuse export shows Conv2d, BatchNorm2d and the activation apart -------------------------
+PT=${MODEL%.bin}.pt
+if [ -f "$PT" ] && [ -f tools/export.py ] && "$PY" tools/export.py --no-fuse "$PT" "$T/nofuse.bin" >/dev/null 2>"$T/err"; then
+    "$RUN" "$T/nofuse.bin" "$IMAGES" --count 1 --warmup 0 --runs 1 --no-images --quiet --run-dir "$T/nf" >/dev/null 2>"$T/err"
+    check "--no-fuse layer_types.csv: Conv2d, BatchNorm2d, activation rows" "$PY" -c "
+import csv, json; act = json.load(open('$T/nf/run.json'))['model']['activation'].split('(')[0]
+t = {r['type'] for r in csv.DictReader(open('$T/nf/layer_types.csv'))}
+assert {'Conv2d', 'BatchNorm2d', act} <= t, (t, act)"
+else
+    sk "--no-fuse layer types (no $PT or the export failed: $(cat "$T/err" 2>/dev/null | tail -1))"
+fi
+
+# ---- more bad inputs ---------------------------------------------------------------------------------
+mkdir "$T/other"; echo text >"$T/other/notes.txt"
+expect_fail "folder with only other files" "only other files" 1 -- "$MODEL" "$T/other" --run-dir "$T/x7"
+cp "$MODEL" "$T/v9.bin"; printf '\011' | dd of="$T/v9.bin" bs=1 seek=8 conv=notrunc 2>/dev/null
+expect_fail "wrong model format version" "version 9" 1 -- "$T/v9.bin" "$IMAGES" --run-dir "$T/x8"
+printf 'runs = 2\nbogus = 1\n' >"$T/bad.conf"
+expect_fail "unknown key in a suite file names file and line" "bad.conf:2: unknown key" 64 -- "$MODEL" "$IMAGES" --config "$T/bad.conf"
+expect_fail "missing suite file" "cannot read config file" 64 -- "$MODEL" "$IMAGES" --config "$T/none.conf"
+check "no run folder left by these failures" test ! -e "$T/x7" -a ! -e "$T/x8"
+
+# ---- SIGTERM: like SIGINT, exit 143 ------------------------------------------------------------------
+"$RUN" "$MODEL" "$IMAGES" --run-dir "$T/term" --warmup 0 --runs 1000 --no-images --quiet >/dev/null 2>"$T/err" &
+pid=$!
+i=0
+while [ ! -s "$T/term/run.json" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+sleep 2
+kill -TERM $pid
+wait $pid
+st=$?
+check "SIGTERM: exit 143 (got $st)" test $st -eq 143
+check "SIGTERM: run.json says incomplete, signal 15" V "$T/term" 0 incomplete 15
+check "SIGTERM: no temporary files left" sh -c "! find '$T/term' -name '*.tmp*' | grep -q ."
 
 # ---- --help / --version ------------------------------------------------------------------------
 check "--help exits 0 and lists options" sh -c "'$RUN' --help | grep -q -- '--min-time'"
