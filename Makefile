@@ -89,6 +89,8 @@ $(SHAREDLIB): $(LIB_OBJ)
 BENCH_BIN := $(BUILD)/bench/run
 bench: $(BENCH_BIN)
 	@[ "$(BUILD)" != build ] || ln -sf ../build/bench/run bench/run
+# run.json records the flags the benchmark was built with.
+$(BUILD)/bench/sysinfo.o: ALL_CFLAGS += -DBENCH_CFLAGS='"$(strip $(CFLAGS) $(SANITIZE))"'
 $(BENCH_BIN): $(BENCH_OBJ) $(STATIC)
 	$(CC) $(SANITIZE) -o $@ $(BENCH_OBJ) $(STATIC) $(LIBS)
 
@@ -113,7 +115,7 @@ test-c: tests bench
 
 # Python and shell suites: exporter, synthetic models, install + example.
 # Each prints its own `N passed, N failed` line.
-SCRIPT_TESTS := $(filter-out test/test_bench_e2e.sh,$(wildcard test/test_*.sh))
+SCRIPT_TESTS := $(filter-out test/test_bench_e2e.sh test/test_peers.sh,$(wildcard test/test_*.sh))
 test-scripts: tests bench
 	@set -e; for t in $(wildcard test/test_*.py); do echo "== $$t"; $(PYTHON) $$t; done; \
 	for t in $(SCRIPT_TESTS); do echo "== $$t"; \

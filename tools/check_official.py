@@ -76,8 +76,12 @@ def margins(model_entry):
     }
 
 
+BACKEND = "fast"  # library backend yolo-dump runs; main() sets it per pass
+
+
 def run_dump(build, model_bin, image, case, extra):
-    cmd = [os.path.join(build, "yolo-dump"), model_bin, image, "--img-size", "640"]
+    cmd = [os.path.join(build, "yolo-dump"), model_bin, image, "--img-size", "640",
+           "--backend", BACKEND]
     if not case["letterbox_auto"]:
         cmd.append("--no-auto")
     res = subprocess.run(cmd + extra, capture_output=True, text=True)
@@ -221,6 +225,8 @@ def main():
     ap.add_argument("--shared", required=True, help="directory holding fixtures/")
     ap.add_argument("--build", default="build", help="build directory with yolo-dump")
     ap.add_argument("--model", action="append", help="only these models (repeatable)")
+    ap.add_argument("--backends", default="fast,gemm",
+                    help="library backends to check, comma-separated (default fast,gemm)")
     args = ap.parse_args()
     manifest_path = os.path.join(args.shared, "fixtures", "manifest.json")
     try:
@@ -232,11 +238,14 @@ def main():
         print(f"check_official: {args.build}/yolo-dump not built (make {args.build}/yolo-dump)",
               file=sys.stderr)
         return 1
+    global BACKEND
     tally = Tally()
-    for name, entry in manifest["models"].items():
-        if args.model and name not in args.model:
-            continue
-        check_model(tally, args.shared, args.build, name, entry)
+    for BACKEND in args.backends.split(","):
+        print(f"==== backend {BACKEND}")
+        for name, entry in manifest["models"].items():
+            if args.model and name not in args.model:
+                continue
+            check_model(tally, args.shared, args.build, name, entry)
     print(f"{tally.passed} passed, {tally.failed} failed")
     return 1 if tally.failed or tally.passed == 0 else 0
 

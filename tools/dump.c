@@ -6,7 +6,7 @@
  *
  *   yolo-dump MODEL.bin IMAGE [--img-size N] [--no-auto] [--conf C] [--iou I]
  *             [--multi-label] [--agnostic] [--max-det N] [--threads T]
- *             [--reference] [--input-out F.npy] [--pred-out F.npy]
+ *             [--backend fast|gemm|reference] [--input-out F.npy] [--pred-out F.npy]
  *             [--det-out F.json] [--layers-out F.npy] [--pred-in F.npy]
  *
  * --input-out   uint8 [3,H,W] RGB letterboxed input
@@ -36,7 +36,8 @@
 typedef struct {
     const char *model, *image;
     const char *input_out, *pred_out, *det_out, *layers_out, *pred_in;
-    int img_size, no_auto, threads, reference;
+    int img_size, no_auto, threads;
+    yolo_backend backend;
     yolo_detect_params dp;
 } options;
 
@@ -71,7 +72,8 @@ static int fail_status(const char *what, yolo_status st)
 static void usage(void)
 {
     fputs("usage: yolo-dump MODEL.bin IMAGE [--img-size N] [--no-auto] [--conf C] [--iou I]\n"
-          "                 [--multi-label] [--agnostic] [--max-det N] [--threads T] [--reference]\n"
+          "                 [--multi-label] [--agnostic] [--max-det N] [--threads T]\n"
+          "                 [--backend fast|gemm|reference]  (default: the library's, fast)\n"
           "                 [--input-out F.npy] [--pred-out F.npy] [--det-out F.json]\n"
           "                 [--layers-out F.npy] [--pred-in F.npy]\n",
           stderr);
@@ -117,6 +119,7 @@ static int parse_args(int argc, char **argv, options *o)
 {
     memset(o, 0, sizeof *o);
     o->dp = yolo_detect_default_params();
+    o->backend = yolo_ctx_default_params().backend;
     int npos = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -126,8 +129,17 @@ static int parse_args(int argc, char **argv, options *o)
             o->dp.multi_label = 1;
         else if (strcmp(a, "--agnostic") == 0)
             o->dp.agnostic = 1;
-        else if (strcmp(a, "--reference") == 0)
-            o->reference = 1;
+        else if (strcmp(a, "--backend") == 0 && i + 1 < argc) {
+            const char *b = argv[++i];
+            if (strcmp(b, "fast") == 0)
+                o->backend = YOLO_BACKEND_FAST;
+            else if (strcmp(b, "gemm") == 0)
+                o->backend = YOLO_BACKEND_GEMM;
+            else if (strcmp(b, "reference") == 0)
+                o->backend = YOLO_BACKEND_REFERENCE;
+            else
+                return fail("--backend: expected fast, gemm or reference, got '%s'", b);
+        }
         else if (strncmp(a, "--", 2) == 0) {
             int r = parse_valued(o, a, i + 1 < argc ? argv[i + 1] : NULL);
             if (r < 0) {
@@ -318,7 +330,7 @@ static int forward(const options *o, run_state *s)
 {
     yolo_ctx_params cp = yolo_ctx_default_params();
     cp.threads = o->threads;
-    cp.backend = o->reference ? YOLO_BACKEND_REFERENCE : YOLO_BACKEND_GEMM;
+    cp.backend = o->backend;
     cp.keep_layer_outputs = o->layers_out != NULL;
     yolo_status st = yolo_ctx_create(s->model, &cp, &s->ctx);
     if (st != YOLO_OK)
