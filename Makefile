@@ -36,7 +36,7 @@ TEST_BIN  := $(TEST_SRC:test/%.c=$(BUILD)/test/%)
 STATIC    := $(BUILD)/libyolo.a
 SHAREDLIB := $(BUILD)/libyolo.so.$(VERSION)
 
-.PHONY: all lib bench tests test test-c test-asan test-scripts test-e2e run deps check-deps \
+.PHONY: all lib bench tests test test-c test-asan test-scripts test-e2e test-peers run deps check-deps \
         weights goldens check-official install uninstall clean peers help
 .DELETE_ON_ERROR:
 
@@ -46,6 +46,7 @@ help:
 	@echo "make run             build, make the synthetic model, run the default job"
 	@echo "make test            unit + golden tests, then the same under ASan+UBSan"
 	@echo "make check-official  compare against ../shared/fixtures (SHARED=dir)"
+	@echo "make peers           libyolo vs PyTorch, ONNX Runtime, OpenVINO (PEERS_ARGS=...)"
 	@echo "make install         PREFIX=$(PREFIX): header, libraries, libyolo.pc"
 	@echo "make deps            install the Debian packages needed (as root)"
 
@@ -157,6 +158,16 @@ goldens: weights
 
 check-official: lib $(DUMP)
 	$(PYTHON) tools/check_official.py --shared $(SHARED) --build $(BUILD)
+
+# ---- peers -------------------------------------------------------------------
+# libyolo against PyTorch, ONNX Runtime and OpenVINO on the same inputs, in one
+# run (docs/peers.md). Installs its peers from PyPI into build/peers-venv.
+peers: lib weights
+	./bench/peers --lib $(BUILD)/libyolo.so $(PEERS_ARGS)
+
+# bench/peers --quick and its failure paths; not part of `make test`.
+test-peers: lib weights
+	YOLO_BUILD=$(BUILD) sh test/test_peers.sh
 
 # ---- run -----------------------------------------------------------------------
 run: deps lib bench weights
