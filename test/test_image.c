@@ -368,6 +368,182 @@ static void test_letterbox_geometry(void **state)
     free(five.rgb);
 }
 
+/* ---- letterbox: the fast resize against a straightforward model ---------- */
+
+/* OpenCV 4.6 INTER_LINEAR on uint8 written the plain way, one output byte
+ * at a time from the formulas of docs (no row cache, no SIMD, no special
+ * case for identity or exact halving: with weights 2048/0 and 1024/1024 the
+ * general formula gives those bytes too). */
+typedef struct {
+    int s0, s1, w0, w1;
+} ref_tap;
+
+static ref_tap ref_axis_tap(int src_len, int dst_len, int d, int clamp_fraction)
+{
+    double scale = 1.0 / ((double)dst_len / (double)src_len);
+    volatile double pos = (d + 0.5) * scale; /* no fused multiply-add */
+    float f = (float)(pos - 0.5);
+    int s = (int)floorf(f);
+    f -= (float)s;
+    ref_tap t = {s, s + 1, 0, 0};
+    if (clamp_fraction) { /* horizontal: outside taps snap to the edge pixel */
+        if (s < 0)
+            s = 0, f = 0.f;
+        if (s >= src_len - 1)
+            s = src_len - 1, f = 0.f;
+        t.s0 = s;
+        t.s1 = s + 1 < src_len ? s + 1 : s;
+    } else { /* vertical: keep the fraction, clamp the rows */
+        t.s0 = t.s0 < 0 ? 0 : t.s0 >= src_len ? src_len - 1 : t.s0;
+        t.s1 = t.s1 < 0 ? 0 : t.s1 >= src_len ? src_len - 1 : t.s1;
+    }
+    t.w0 = (int)rintf((1.f - f) * 2048.f);
+    t.w1 = (int)rintf(f * 2048.f);
+    return t;
+}
+
+static int ref_horizontal(const yolo_image *src, int row, ref_tap tx, int c)
+{
+    const uint8_t *r = src->rgb + (size_t)row * src->width * 3;
+    return r[tx.s0 * 3 + c] * tx.w0 + r[tx.s1 * 3 + c] * tx.w1;
+}
+
+static uint8_t ref_resized_byte(const yolo_image *src, int dw, int dh, int x, int y, int c)
+{
+    ref_tap tx = ref_axis_tap(src->width, dw, x, 1), ty = ref_axis_tap(src->height, dh, y, 0);
+    int h0 = ref_horizontal(src, ty.s0, tx, c), h1 = ref_horizontal(src, ty.s1, tx, c);
+    int v = (((ty.w0 * (h0 >> 4)) >> 16) + ((ty.w1 * (h1 >> 4)) >> 16) + 2) >> 2;
+    return (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
+}
+
+static uint32_t lcg_next(uint32_t *s)
+{
+    *s = *s * 1664525u + 1013904223u;
+    return *s >> 8;
+}
+
+static yolo_image random_image(int w, int h, uint32_t *seed)
+{
+    yolo_image img = {w, h, malloc((size_t)w * h * 3)};
+    assert_non_null(img.rgb);
+    for (size_t i = 0; i < (size_t)w * h * 3; i++)
+        img.rgb[i] = (uint8_t)lcg_next(seed);
+    return img;
+}
+
+/* Letterboxes a w x h random image into a canvas and compares every byte
+ * with the model (content) or 114 (border). Returns 1 when the letterbox
+ * was possible (0: a side would round to 0 pixels, refused). */
+static int check_letterbox_against_model(int w, int h, int canvas_w, int canvas_h, int scale_up,
+                                         uint32_t *seed, yolo_letterbox_info *info)
+{
+    yolo_image src = random_image(w, h, seed), dst;
+    yolo_letterbox_params p = yolo_letterbox_default_params();
+    p.auto_pad = 0;
+    p.scale_up = scale_up;
+    p.canvas_w = canvas_w;
+    p.canvas_h = canvas_h;
+    yolo_status st = yolo_letterbox(&src, &p, &dst, info);
+    if (st != YOLO_OK) {
+        free(src.rgb);
+        if (st != YOLO_ERR_INVALID_ARG)
+            fail_msg("%dx%d into %dx%d: %s", w, h, canvas_w, canvas_h, yolo_last_error());
+        return 0;
+    }
+    assert_int_equal(dst.width, canvas_w);
+    assert_int_equal(dst.height, canvas_h);
+    for (int y = 0; y < dst.height; y++)
+        for (int x = 0; x < dst.width; x++)
+            for (int c = 0; c < 3; c++) {
+                int cx = x - info->pad_left, cy = y - info->pad_top;
+                int inside = cx >= 0 && cy >= 0 && cx < info->new_w && cy < info->new_h;
+                int want = inside ? ref_resized_byte(&src, info->new_w, info->new_h, cx, cy, c) : 114;
+                int got = dst.rgb[((size_t)y * dst.width + x) * 3 + c];
+                if (got != want)
+                    fail_msg("%dx%d -> %dx%d (canvas %dx%d): x=%d y=%d c=%d: %d, model %d", w, h,
+                             info->new_w, info->new_h, canvas_w, canvas_h, x, y, c, got, want);
+            }
+    yolo_image_free(&dst);
+    free(src.rgb);
+    return 1;
+}
+
+static void test_letterbox_fast_matches_model(void **state)
+{
+    (void)state;
+    uint32_t seed = 20240607;
+    int pairs = 0, up = 0, down = 0, one_px = 0, halving = 0, identity = 0;
+    yolo_letterbox_info info;
+    for (int i = 0; i < 400; i++) {
+        int w, h, cw, ch, scale_up = 1;
+        switch (i % 8) {
+        case 0: /* exact halving of both axes (OpenCV's 2x2 average path) */
+            cw = 1 + (int)(lcg_next(&seed) % 90), ch = 1 + (int)(lcg_next(&seed) % 90);
+            w = 2 * cw, h = 2 * ch;
+            break;
+        case 1: /* one pixel wide or high, stretched or not */
+            w = i % 16 == 1 ? 1 : 1 + (int)(lcg_next(&seed) % 40);
+            h = i % 16 == 1 ? 1 + (int)(lcg_next(&seed) % 40) : 1;
+            cw = 1 + (int)(lcg_next(&seed) % 70), ch = 1 + (int)(lcg_next(&seed) % 70);
+            break;
+        case 2: /* identity (r = 1) */
+            w = cw = 1 + (int)(lcg_next(&seed) % 120), h = ch = 1 + (int)(lcg_next(&seed) % 120);
+            scale_up = 0;
+            break;
+        case 3: /* tiny sources, where the SIMD prefix and the edges meet */
+            w = 1 + (int)(lcg_next(&seed) % 5), h = 1 + (int)(lcg_next(&seed) % 5);
+            cw = 1 + (int)(lcg_next(&seed) % 24), ch = 1 + (int)(lcg_next(&seed) % 24);
+            break;
+        case 4: /* strong downscaling */
+            w = 200 + (int)(lcg_next(&seed) % 300), h = 150 + (int)(lcg_next(&seed) % 300);
+            cw = 8 + (int)(lcg_next(&seed) % 60), ch = 8 + (int)(lcg_next(&seed) % 60);
+            break;
+        default: /* anything, up or down */
+            w = 1 + (int)(lcg_next(&seed) % 160), h = 1 + (int)(lcg_next(&seed) % 160);
+            cw = 1 + (int)(lcg_next(&seed) % 160), ch = 1 + (int)(lcg_next(&seed) % 160);
+            scale_up = (int)(lcg_next(&seed) & 1);
+            break;
+        }
+        if (!check_letterbox_against_model(w, h, cw, ch, scale_up, &seed, &info))
+            continue;
+        pairs++;
+        up += info.new_w > w || info.new_h > h;
+        down += info.new_w < w || info.new_h < h;
+        one_px += w == 1 || h == 1 || info.new_w == 1 || info.new_h == 1;
+        halving += 2 * info.new_w == w && 2 * info.new_h == h;
+        identity += info.new_w == w && info.new_h == h;
+    }
+    /* The mix cannot silently shrink. */
+    if (pairs < 300 || up < 50 || down < 100 || one_px < 40 || halving < 40 || identity < 40)
+        fail_msg("size pairs %d: up %d down %d one-pixel %d halving %d identity %d", pairs, up,
+                 down, one_px, halving, identity);
+}
+
+/* The detector's shapes (full letterbox with auto padding, wide sources). */
+static void test_letterbox_large_matches_model(void **state)
+{
+    (void)state;
+    static const int sizes[][2] = {{512, 512}, {451, 300}, {1280, 720}, {1000, 563}, {333, 1001}};
+    uint32_t seed = 7;
+    for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) {
+        int w = sizes[i][0], h = sizes[i][1];
+        yolo_image src = random_image(w, h, &seed), dst;
+        yolo_letterbox_info info;
+        assert_int_equal(yolo_letterbox(&src, NULL, &dst, &info), YOLO_OK);
+        for (int y = 0; y < info.new_h; y++)
+            for (int x = 0; x < info.new_w; x++)
+                for (int c = 0; c < 3; c++) {
+                    size_t at = ((size_t)(y + info.pad_top) * dst.width + x + info.pad_left) * 3;
+                    int want = ref_resized_byte(&src, info.new_w, info.new_h, x, y, c);
+                    if (dst.rgb[at + c] != want)
+                        fail_msg("%dx%d: x=%d y=%d c=%d: %d, model %d", w, h, x, y, c,
+                                 dst.rgb[at + c], want);
+                }
+        yolo_image_free(&dst);
+        free(src.rgb);
+    }
+}
+
 /* ---- tensor -------------------------------------------------------------- */
 
 static void test_to_tensor(void **state)
@@ -398,6 +574,31 @@ static void test_to_tensor(void **state)
     assert_int_equal(yolo_image_to_tensor(NULL, t), YOLO_ERR_INVALID_ARG);
 }
 
+/* Random images of several sizes (whole SIMD blocks and odd tails) against
+ * the plain per-element division, every float compared bit for bit. */
+static void test_to_tensor_random(void **state)
+{
+    (void)state;
+    static const int sizes[][2] = {{1, 1}, {5, 3}, {37, 23}, {512, 1}, {513, 2}, {640, 448}};
+    uint32_t seed = 99;
+    for (size_t k = 0; k < sizeof sizes / sizeof *sizes; k++) {
+        yolo_image img = random_image(sizes[k][0], sizes[k][1], &seed);
+        size_t plane = (size_t)img.width * img.height;
+        float *t = malloc(plane * 3 * sizeof *t);
+        assert_non_null(t);
+        assert_int_equal(yolo_image_to_tensor(&img, t), YOLO_OK);
+        for (size_t i = 0; i < plane; i++)
+            for (size_t c = 0; c < 3; c++) {
+                float want = (float)img.rgb[i * 3 + c] / 255.0f;
+                if (memcmp(&t[c * plane + i], &want, sizeof want) != 0)
+                    fail_msg("%dx%d: pixel %zu channel %zu: %.9g, want %.9g", img.width,
+                             img.height, i, c, t[c * plane + i], want);
+            }
+        free(t);
+        free(img.rgb);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -409,7 +610,10 @@ int main(void)
         cmocka_unit_test(test_from_rgb),
         cmocka_unit_test(test_letterbox_like_opencv),
         cmocka_unit_test(test_letterbox_geometry),
+        cmocka_unit_test(test_letterbox_fast_matches_model),
+        cmocka_unit_test(test_letterbox_large_matches_model),
         cmocka_unit_test(test_to_tensor),
+        cmocka_unit_test(test_to_tensor_random),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
