@@ -6,10 +6,13 @@
  * depths spanning several k slices, rows longer and shorter than a tile),
  * with and without bias, every activation, 1 and several threads; the Conv
  * op on a batch of 2 through op_args.fast against its reference; the
- * vectorized activations against expf; and the thread pool.
+ * vectorized activations and sigmoid against expf; the pooling ops through
+ * op_args.fast against their references; the thread pool; and Concat
+ * inputs planned into their slice (same results as copying).
  */
 #include "testutil.h"
 
+#include "graph.h"
 #include "internal.h"
 
 typedef struct {
@@ -209,7 +212,7 @@ static void test_conv_op_batch2(void **state)
     yolo_pool *pool;
     assert_int_equal(tpool_create(2, &pool), YOLO_OK);
     float *scratch = malloc(2 * convf_thread_scratch_floats() * sizeof *scratch);
-    op_fast f = {pool, convf_kernel_for(convf_best_isa()), packed, scratch};
+    op_fast f = {pool, convf_kernel_for(convf_best_isa()), packed, scratch, convf_best_isa()};
     op_args a;
     memset(&a, 0, sizeof a);
     a.layer = &l;
@@ -322,6 +325,355 @@ static void test_pool(void **state)
     assert_int_equal(tpool_threads(NULL), 1);
 }
 
+/* convf_sigmoid of every ISA against 1 / (1 + expf(-x)) over the same
+ * delicate inputs as the activations. */
+static void test_sigmoid(void **state)
+{
+    (void)state;
+    enum { CAP = 24100 };
+    static float x[CAP], y[CAP];
+    const convf_isa isas[] = {CONVF_ISA_GENERIC, CONVF_ISA_AVX2, CONVF_ISA_AVX512};
+    size_t n = activation_inputs(x, CAP);
+    for (size_t k = 0; k < 3; k++) {
+        if (!convf_kernel_for(isas[k]))
+            continue;
+        memcpy(y, x, n * sizeof *x);
+        convf_sigmoid(isas[k], y, n);
+        int bad = 0;
+        for (size_t i = 0; i < n && bad < 5; i++) {
+            float want = 1.0f / (1.0f + expf(-x[i]));
+            int ok = want == 0.0f ? y[i] == 0.0f
+                                  : fabsf(y[i] - want) <= 4.0f * 5.97e-8f * fabsf(want) ||
+                                        fabsf(y[i] - want) < 1e-37f;
+            if (!ok) {
+                print_error("%s sigmoid(%.9g) = %.9g, expected %.9g\n", convf_isa_name(isas[k]),
+                            (double)x[i], (double)y[i], (double)want);
+                bad++;
+            }
+        }
+        assert_int_equal(bad, 0);
+    }
+}
+
+/* tpool_for covers [0, n) exactly once with contiguous ranges, for n below,
+ * at and above the thread count. */
+static void count_range(void *arg, size_t begin, size_t end, int tid)
+{
+    int *hits = arg;
+    assert_true(begin < end);
+    assert_true(tid >= 0 && tid < 3);
+    for (size_t i = begin; i < end; i++)
+        hits[i]++;
+}
+
+static void test_pool_for(void **state)
+{
+    (void)state;
+    yolo_pool *pool;
+    assert_int_equal(tpool_create(3, &pool), YOLO_OK);
+    static const size_t sizes[] = {0, 1, 2, 3, 4, 100, 1001};
+    for (size_t k = 0; k < sizeof sizes / sizeof *sizes; k++) {
+        int hits[1001];
+        memset(hits, 0, sizeof hits);
+        tpool_for(pool, sizes[k], count_range, hits);
+        tpool_for(NULL, sizes[k], count_range, hits);
+        for (size_t i = 0; i < sizes[k]; i++)
+            assert_int_equal(hits[i], 2);
+    }
+    tpool_free(pool);
+}
+
+/* The pooling ops through op_args.fast (rows split over 2 threads) against
+ * their references: MP, SP 5 and 13, MaxPool2d with stride 2 and 3, pad
+ * 0..k/2, odd sizes, a width below the kernel plus padding, batch 2. */
+static void test_pool_ops_fast(void **state)
+{
+    (void)state;
+    typedef struct {
+        int type, k, s, p, c, h, w;
+    } pool_case;
+    static const pool_case pcs[] = {
+        {LAYER_MP, 2, 2, 0, 5, 13, 17},     {LAYER_MP, 2, 2, 0, 3, 2, 2},
+        {LAYER_SP, 5, 1, 2, 4, 9, 11},      {LAYER_SP, 13, 1, 6, 3, 7, 20},
+        {LAYER_MAXPOOL, 3, 2, 1, 3, 10, 9}, {LAYER_MAXPOOL, 4, 3, 2, 2, 11, 14},
+        {LAYER_MAXPOOL, 3, 1, 0, 2, 5, 3},  {LAYER_MAXPOOL, 5, 2, 2, 1, 3, 4},
+    };
+    yolo_pool *pool;
+    assert_int_equal(tpool_create(2, &pool), YOLO_OK);
+    float *scratch = malloc(2 * convf_thread_scratch_floats() * sizeof *scratch);
+    op_fast f = {pool, convf_kernel_for(convf_best_isa()), NULL, scratch, convf_best_isa()};
+    for (size_t k = 0; k < sizeof pcs / sizeof *pcs; k++) {
+        const pool_case *pc = &pcs[k];
+        model_layer l;
+        memset(&l, 0, sizeof l);
+        l.type = pc->type;
+        l.n_inputs = 1;
+        l.c_out = pc->c;
+        l.kernel = pc->k;
+        l.stride = pc->type == LAYER_MAXPOOL ? pc->s : 0;
+        l.pad = pc->type == LAYER_MAXPOOL ? pc->p : 0;
+        const op_vtable *op = op_lookup(pc->type);
+        yolo_shape in_shape = {2, pc->c, pc->h, pc->w}, out_shape;
+        assert_int_equal(op->shape(NULL, &l, &in_shape, 1, &out_shape), YOLO_OK);
+        float *in = rand_floats(shape_elems(in_shape), 40 + k, 1.0f);
+        size_t n_out = shape_elems(out_shape);
+        float *fast = malloc(n_out * sizeof *fast), *ref = malloc(n_out * sizeof *ref);
+        float *tmp = malloc((op->scratch(&l, &in_shape, 1, out_shape) + 1) * sizeof *tmp);
+        op_args a;
+        memset(&a, 0, sizeof a);
+        a.layer = &l;
+        a.n_in = 1;
+        a.in[0] = in;
+        a.in_shape[0] = in_shape;
+        a.out_shape = out_shape;
+        a.scratch = tmp;
+        a.out = ref;
+        op->run_reference(&a);
+        a.out = fast;
+        a.fast = &f;
+        op->run(&a);
+        for (size_t i = 0; i < n_out; i++)
+            if (fast[i] != ref[i]) {
+                print_error("pool case %zu: output %zu is %g, expected %g\n", k, i,
+                            (double)fast[i], (double)ref[i]);
+                fail();
+            }
+        free(in), free(fast), free(ref), free(tmp);
+    }
+    free(scratch);
+    tpool_free(pool);
+}
+
+/* ---- Winograd F(4x4,3x3) (winograd.c) ------------------------------------------- */
+
+/* Error bound of one Winograd output relative to the direct sum's scale
+ * S = sum |w*x| (+|b|): the transforms scale values by up to 10 (B rows)
+ * and 18 (A rows) before the sums cancel back, and every stage rounds, so
+ * the error is a bounded multiple of the direct sum's (about 1e-7 S).
+ * Measured on these cases: below 2e-6 S. 2e-5 S leaves 10x room yet stays
+ * 40 times below the shift a wrong weight, pixel or padding causes (at
+ * least one term |w*x|, about S / (9 c_in) = S / 1170 for the deepest case
+ * here). */
+#define WINO_TOL 2e-5
+
+typedef struct {
+    int c_in, h, w, c_out, pad;
+} wino_case;
+
+static const wino_case wcases[] = {
+    {3, 7, 9, 5, 1},    {16, 13, 11, 19, 1}, {33, 4, 4, 8, 1},  {70, 17, 23, 20, 1},
+    {8, 6, 6, 9, 0},    {5, 9, 10, 3, 2},    {130, 12, 12, 17, 1}, {4, 1, 1, 8, 1},
+    {24, 40, 9, 64, 1}, {12, 3, 50, 40, 1},
+};
+
+static int wino_case_run(const wino_case *c, convf_isa isa, int threads, yolo_activation act,
+                         uint64_t seed, double *worst)
+{
+    conv_geom g = {.c_in = c->c_in, .h = c->h, .w = c->w, .c_out = c->c_out, .k = 3,
+                   .stride = 1, .pad = c->pad};
+    g.oh = c->h + 2 * c->pad - 2;
+    g.ow = c->w + 2 * c->pad - 2;
+    size_t n_w = (size_t)c->c_out * (size_t)c->c_in * 9, n_in = (size_t)c->c_in * c->h * c->w;
+    size_t n_out = (size_t)c->c_out * (size_t)g.oh * (size_t)g.ow;
+    float *w = rand_floats(n_w, seed, 0.3f), *b = rand_floats((size_t)c->c_out, seed + 1, 1.0f);
+    float *in = rand_floats(n_in, seed + 2, 2.0f);
+    float *packed = malloc(wino_packed_floats(c->c_out, c->c_in) * sizeof *packed);
+    wino_pack_weights(w, c->c_out, c->c_in, packed);
+    size_t per = (wino_thread_scratch_floats(c->c_in, c->c_out) + 15) / 16 * 16;
+    float *scratch = aligned_alloc(64, (size_t)threads * per * sizeof *scratch);
+    float *out = malloc(n_out * sizeof *out);
+    yolo_pool *pool;
+    assert_int_equal(tpool_create(threads, &pool), YOLO_OK);
+    /* With 3 threads the shared transformed input too, where it is used. */
+    size_t n_sh = threads > 1 ? wino_shared_floats(&g, threads) : 0;
+    float *shared = n_sh ? aligned_alloc(64, (n_sh + 15) / 16 * 16 * sizeof *shared) : NULL;
+    wino_conv2d(&g, in, packed, b, act, 0.1f, out, convf_kernel_for(isa), isa, pool, scratch, per,
+                shared);
+    free(shared);
+    tpool_free(pool);
+    /* Reference and scale as in check_conv, but with the Winograd bound. */
+    float *ref = malloc(n_out * sizeof *ref), *mag = malloc(n_out * sizeof *mag);
+    float *aw = malloc(n_w * sizeof *aw), *ain = malloc(n_in * sizeof *ain);
+    float *ab = malloc((size_t)c->c_out * sizeof *ab);
+    for (size_t i = 0; i < n_w; i++)
+        aw[i] = fabsf(w[i]);
+    for (size_t i = 0; i < n_in; i++)
+        ain[i] = fabsf(in[i]);
+    for (int i = 0; i < c->c_out; i++)
+        ab[i] = fabsf(b[i]);
+    conv2d_naive(&g, in, w, b, ref);
+    conv2d_naive(&g, ain, aw, ab, mag);
+    int bad = 0;
+    for (size_t i = 0; i < n_out; i++) {
+        double want = act_ref(ref[i], act, 0.1f), err = fabs((double)out[i] - want);
+        if (err / mag[i] > *worst)
+            *worst = err / mag[i];
+        if (!(err <= WINO_TOL * mag[i]) && bad++ < 3)
+            print_error("winograd %dx%dx%d -> %d pad %d, %d threads: output %zu is %.9g, "
+                        "expected %.9g\n",
+                        c->c_in, c->h, c->w, c->c_out, c->pad, threads, i, (double)out[i], want);
+    }
+    free(w), free(b), free(in), free(packed), free(scratch), free(out), free(ref), free(mag);
+    free(aw), free(ain), free(ab);
+    return bad;
+}
+
+static void test_winograd(void **state)
+{
+    (void)state;
+    int bad = 0;
+    double worst = 0;
+    const convf_isa isas[] = {CONVF_ISA_GENERIC, CONVF_ISA_AVX2, CONVF_ISA_AVX512};
+    for (size_t k = 0; k < 3; k++) {
+        if (!convf_kernel_for(isas[k]))
+            continue; /* the transforms' ISA goes with the kernel's */
+        for (size_t i = 0; i < sizeof wcases / sizeof *wcases; i++)
+            for (int threads = 1; threads <= 3; threads += 2)
+                bad += wino_case_run(&wcases[i], isas[k], threads,
+                                     acts[(i + k + (size_t)threads) % 3], 100 + i, &worst);
+    }
+    print_message("winograd: worst error %.3g of sum |w*x|\n", worst);
+    assert_int_equal(bad, 0);
+}
+
+/* ---- Concat at zero cost (graph.c, yolo_ctx.concat_in_place) ---------------- */
+
+static yolo_ctx *tiny_ctx(const yolo_model *m, int concat_in_place, int keep)
+{
+    yolo_ctx_params p = yolo_ctx_default_params();
+    p.threads = 2;
+    p.keep_layer_outputs = keep;
+    yolo_ctx *c = NULL;
+    assert_int_equal(yolo_ctx_create(m, &p, &c), YOLO_OK);
+    c->concat_in_place = concat_in_place;
+    return c;
+}
+
+/* The aliased plan's memory rules: a member lies inside its Concat's slice
+ * at its channel offset; memory of different roots alive at the same time
+ * is disjoint; Concats really were aliased. */
+static void check_alias_plan(const yolo_ctx *c)
+{
+    const yolo_model *m = c->model;
+    int aliased = 0;
+    for (int i = 0; i < m->n_layers; i++) {
+        const layer_plan *p = &c->plan[i];
+        assert_true(p->offset + shape_elems(p->shape) * sizeof(float) <= c->arena_bytes);
+        if (p->alias_of < 0)
+            continue;
+        aliased++;
+        const model_layer *cat = &m->layers[p->alias_of];
+        size_t off = 0;
+        int k = 0;
+        while (k < cat->n_inputs && cat->inputs[k] != i)
+            off += shape_elems(c->plan[cat->inputs[k++]].shape) * sizeof(float);
+        assert_true(k < cat->n_inputs);
+        assert_true(c->plan[p->alias_of].in_place & (1u << k));
+        assert_int_equal(p->offset, c->plan[p->alias_of].offset + off);
+    }
+    assert_true(aliased > 0);
+    for (int i = 0; i < m->n_layers; i++)
+        for (int j = i + 1; j < m->n_layers; j++) {
+            const layer_plan *a = &c->plan[i], *b = &c->plan[j];
+            if (a->root == b->root)
+                continue;
+            const layer_plan *ra = &c->plan[a->root], *rb = &c->plan[b->root];
+            int alive = ra->span_first <= rb->span_last && rb->span_first <= ra->span_last;
+            int share = a->offset < b->offset + b->bytes && b->offset < a->offset + a->bytes;
+            if (alive && share)
+                fail_msg("layers %d and %d: alive together in different roots, shared bytes", i,
+                         j);
+        }
+}
+
+/* yolov7-tiny on the FAST backend with and without Concat aliasing: the
+ * same predictions bit for bit, and (keep_layer_outputs) every layer's
+ * output; at batch 2 nothing is aliased. */
+static void test_concat_in_place(void **state)
+{
+    (void)state;
+    const char *path = "weights/yolov7-tiny.bin";
+    yolo_model *m = NULL;
+    if (yolo_model_load(path, NULL, &m) != YOLO_OK)
+        fail_msg("%s: %s (run `make weights`)", path, yolo_last_error());
+    const int h = 160, w = 224;
+    float *x = rand_floats((size_t)2 * 3 * h * w, 77, 1.0f);
+    for (size_t i = 0; i < (size_t)2 * 3 * h * w; i++)
+        x[i] = 0.5f + 0.5f * x[i];
+    for (int keep = 0; keep <= 1; keep++) {
+        yolo_ctx *plain = tiny_ctx(m, 0, keep), *cat = tiny_ctx(m, 1, keep);
+        assert_int_equal(yolo_forward(plain, x, 1, h, w), YOLO_OK);
+        assert_int_equal(yolo_forward(cat, x, 1, h, w), YOLO_OK);
+        check_alias_plan(cat);
+        const float *p0, *p1;
+        int r0, c0, r1, c1;
+        assert_int_equal(yolo_predictions(plain, 0, &p0, &r0, &c0), YOLO_OK);
+        assert_int_equal(yolo_predictions(cat, 0, &p1, &r1, &c1), YOLO_OK);
+        assert_int_equal(r0, r1);
+        assert_memory_equal(p0, p1, (size_t)r0 * (size_t)c0 * sizeof *p0);
+        for (int i = 0; keep && i < m->n_layers; i++) {
+            const float *d0, *d1;
+            int ch, hh, ww, ch1, hh1, ww1;
+            assert_int_equal(yolo_layer_output(plain, i, 0, &d0, &ch, &hh, &ww), YOLO_OK);
+            assert_int_equal(yolo_layer_output(cat, i, 0, &d1, &ch1, &hh1, &ww1), YOLO_OK);
+            assert_memory_equal(d0, d1, (size_t)ch * (size_t)hh * (size_t)ww * sizeof *d0);
+        }
+        /* Batch 2: planned again, nothing aliased, item 1 as item 0 alone. */
+        assert_int_equal(yolo_forward(cat, x, 2, h, w), YOLO_OK);
+        for (int i = 0; i < m->n_layers; i++)
+            assert_int_equal(cat->plan[i].alias_of, -1);
+        yolo_ctx_free(plain);
+        yolo_ctx_free(cat);
+    }
+    free(x);
+    yolo_model_free(m);
+}
+
+/* yolov7-tiny at 160x224 (Winograd on the 40x56 and 20x28 layers, the
+ * direct kernel on the 10x14 and 5x7 ones, whose direct packing is made at
+ * plan time) against the same ctx with Winograd off: predictions agree
+ * within 5e-3 (1 + |value|). Measured: 8.7e-4 (the synthetic weights
+ * amplify rounding more than the official ones); a layer run with wrong
+ * weights or geometry moves predictions by O(1). */
+static void test_winograd_model(void **state)
+{
+    (void)state;
+    const char *path = "weights/yolov7-tiny.bin";
+    yolo_model *m = NULL;
+    if (yolo_model_load(path, NULL, &m) != YOLO_OK)
+        fail_msg("%s: %s (run `make weights`)", path, yolo_last_error());
+    const int h = 160, w = 224;
+    float *x = rand_floats((size_t)3 * h * w, 78, 0.5f);
+    for (size_t i = 0; i < (size_t)3 * h * w; i++)
+        x[i] += 0.5f;
+    yolo_ctx *direct = tiny_ctx(m, 0, 0), *wino = tiny_ctx(m, 0, 0);
+    direct->winograd_off = 1;
+    assert_int_equal(yolo_forward(direct, x, 1, h, w), YOLO_OK);
+    assert_int_equal(yolo_forward(wino, x, 1, h, w), YOLO_OK);
+    int used = 0, unused = 0;
+    for (int i = 0; i < m->n_layers; i++) {
+        used += wino->wino_on[i];
+        unused += wino->wino_direct[i] != NULL;
+        assert_int_equal(direct->wino_on[i], 0);
+    }
+    assert_true(used > 0 && unused > 0);
+    const float *p0, *p1;
+    int r0, c0, r1, c1;
+    assert_int_equal(yolo_predictions(direct, 0, &p0, &r0, &c0), YOLO_OK);
+    assert_int_equal(yolo_predictions(wino, 0, &p1, &r1, &c1), YOLO_OK);
+    double worst = 0;
+    for (size_t i = 0; i < (size_t)r0 * (size_t)c0; i++) {
+        double d = fabs((double)p1[i] - (double)p0[i]) / (1.0 + fabs((double)p0[i]));
+        worst = d > worst ? d : worst;
+    }
+    print_message("winograd vs direct, yolov7-tiny 160x224: worst %.3g of 1 + |value|\n", worst);
+    assert_true(worst <= 5e-3);
+    yolo_ctx_free(direct);
+    yolo_ctx_free(wino);
+    free(x);
+    yolo_model_free(m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -332,6 +684,12 @@ int main(void)
         cmocka_unit_test(test_conv_op_batch2),
         cmocka_unit_test(test_activations),
         cmocka_unit_test(test_pool),
+        cmocka_unit_test(test_pool_for),
+        cmocka_unit_test(test_sigmoid),
+        cmocka_unit_test(test_pool_ops_fast),
+        cmocka_unit_test(test_concat_in_place),
+        cmocka_unit_test(test_winograd),
+        cmocka_unit_test(test_winograd_model),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -7,16 +7,21 @@
  * so the ratios are measured under the same machine noise.
  *
  *   perf_layers MODEL.bin [--size H W] [--batch B] [--runs N] [--threads T]
- *               [--backends fast,gemm] [--layers]
+ *               [--backends fast,gemm,fast+cat,fast-wino] [--layers | --all-layers]
+ *
+ * "+cat" plans Concat inputs into their slice (yolo_ctx.concat_in_place),
+ * "-wino" turns Winograd off (yolo_ctx.winograd_off).
  *
  * Built by hand (not part of `make`):
  *   cc -O2 -std=c11 -D_GNU_SOURCE -Ilibyolo -Ilibyolo/src tools/perf_layers.c \
- *      build/libyolo.a $(pkg-config --libs openblas) -lm -lpthread -o build/perf_layers
+ *      build/libyolo.a $(pkg-config --libs openblas libpng libjpeg) -lz -lm -lpthread \
+ *      -o build/perf_layers
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "graph.h"
 #include "internal.h"
 #include "yolo.h"
 
@@ -37,11 +42,24 @@ typedef struct {
 
 static const char *backend_names[] = {"gemm", "reference", "fast"};
 
-static int parse_backend(const char *s)
+/* A backend name, optionally with "+cat" (Concat inputs planned into their
+ * slice, yolo_ctx.concat_in_place) and "-wino" (no Winograd). */
+typedef struct {
+    int backend, concat_in_place, no_winograd;
+    char label[32];
+} backend_spec;
+
+static int parse_backend(const char *s, backend_spec *out)
 {
+    char base[32];
+    snprintf(out->label, sizeof out->label, "%s", s);
+    snprintf(base, sizeof base, "%s", s);
+    out->concat_in_place = strstr(s, "+cat") != NULL;
+    out->no_winograd = strstr(s, "-wino") != NULL;
+    base[strcspn(base, "+-")] = 0;
     for (int i = 0; i < (int)(sizeof backend_names / sizeof *backend_names); i++)
-        if (strcmp(s, backend_names[i]) == 0)
-            return i;
+        if (strcmp(base, backend_names[i]) == 0)
+            return out->backend = i;
     return -1;
 }
 
@@ -96,7 +114,8 @@ int main(int argc, char **argv)
         return 2;
     }
     int h = 640, w = 640, batch = 1, runs = 10, threads = 1, layers = 0;
-    int backends[MAX_BACKENDS], nb = 0;
+    backend_spec backends[MAX_BACKENDS];
+    int nb = 0;
     char blist[128] = "gemm";
     for (int i = 2; i < argc; i++) {
         if (!strcmp(argv[i], "--size") && i + 2 < argc) {
@@ -112,18 +131,19 @@ int main(int argc, char **argv)
             snprintf(blist, sizeof blist, "%s", argv[++i]);
         } else if (!strcmp(argv[i], "--layers")) {
             layers = 1;
+        } else if (!strcmp(argv[i], "--all-layers")) {
+            layers = 2;
         } else {
             fprintf(stderr, "perf_layers: unknown argument %s\n", argv[i]);
             return 2;
         }
     }
     for (char *tok = strtok(blist, ","); tok && nb < MAX_BACKENDS; tok = strtok(NULL, ",")) {
-        int b = parse_backend(tok);
-        if (b < 0) {
+        if (parse_backend(tok, &backends[nb]) < 0) {
             fprintf(stderr, "perf_layers: unknown backend %s\n", tok);
             return 2;
         }
-        backends[nb++] = b;
+        nb++;
     }
     yolo_model *m;
     if (yolo_model_load(argv[1], NULL, &m) != YOLO_OK)
@@ -133,7 +153,7 @@ int main(int argc, char **argv)
     for (int b = 0; b < nb; b++) {
         yolo_ctx_params p = yolo_ctx_default_params();
         p.threads = threads;
-        p.backend = (yolo_backend)backends[b];
+        p.backend = (yolo_backend)backends[b].backend;
         stats[b].model = m;
         stats[b].layer_ns = calloc((size_t)m->n_layers, sizeof(double));
         stats[b].layer_flops = calloc((size_t)m->n_layers, sizeof(double));
@@ -141,8 +161,13 @@ int main(int argc, char **argv)
             p.on_layer = on_layer;
             p.user = &stats[b];
         }
-        if (yolo_ctx_create(m, &p, &ctx[b]) != YOLO_OK || yolo_ctx_plan(ctx[b], batch, h, w))
+        if (yolo_ctx_create(m, &p, &ctx[b]) != YOLO_OK)
             die("ctx");
+        ctx[b]->concat_in_place = backends[b].concat_in_place;
+        if (backends[b].no_winograd)
+            ctx[b]->winograd_off = 1;
+        if (yolo_ctx_plan(ctx[b], batch, h, w) != YOLO_OK)
+            die("plan");
     }
     size_t n = (size_t)batch * 3 * (size_t)h * (size_t)w;
     float *x = malloc(n * sizeof *x);
@@ -176,19 +201,36 @@ int main(int argc, char **argv)
         if (b == 0)
             base = med;
         printf("  %-10s median %8.1f ms  min %8.1f ms  %6.1f GFLOP/s  ratio %.3f\n",
-               backend_names[backends[b]], med, mn, (double)mem.flops / med / 1e6, med / base);
+               backends[b].label, med, mn, (double)mem.flops / med / 1e6, med / base);
     }
     for (int b = 0; layers && b < nb; b++) {
-        printf("  per layer kind, %s (ms per forward, GFLOP/s):\n", backend_names[backends[b]]);
+        printf("  per layer kind, %s (ms per forward, GFLOP/s):\n", backends[b].label);
         for (int k = 0; k < stats[b].n_kinds; k++) {
             const kind_stat *s = &stats[b].kinds[k];
             printf("    %-12s %8.2f ms %8.1f GFLOP/s\n", s->name, s->ns / 1e6 / runs,
                    s->ns > 0 ? s->flops / s->ns : 0.0);
         }
     }
+    if (layers == 2) { /* every Conv layer, backends side by side */
+        printf("  conv layers (ms per forward per backend; c_in -> c_out, output HxW):\n");
+        for (int i = 0; i < m->n_layers; i++) {
+            const model_layer *l = &m->layers[i];
+            if (l->type != LAYER_CONV && l->type != LAYER_CONV2D)
+                continue;
+            char name[48];
+            kind_of(m, i, name, sizeof name);
+            const layer_plan *p = &ctx[0]->plan[i];
+            int c_in = l->inputs[0] < 0 ? 3 : ctx[0]->plan[l->inputs[0]].shape.c;
+            printf("    layer %3d %-10s %4d -> %4d %4dx%-4d", i, name, c_in, l->c_out, p->shape.h,
+                   p->shape.w);
+            for (int b = 0; b < nb; b++)
+                printf("  %8.3f", stats[b].layer_ns[i] / 1e6 / runs);
+            printf("  ratio %.2f\n", stats[nb - 1].layer_ns[i] / stats[0].layer_ns[i]);
+        }
+    }
     for (int b = 0; layers && b < nb; b++) {
         printf("  slowest layers, %s (ms per forward, GFLOP/s, shape):\n",
-               backend_names[backends[b]]);
+               backends[b].label);
         for (int rank = 0; rank < 12; rank++) {
             int best = -1;
             for (int i = 0; i < m->n_layers; i++)

@@ -52,6 +52,28 @@ size_t convf_thread_scratch_floats(void)
 
 /* ---- gathering one B panel ---------------------------------------------------- */
 
+/* dst[i] = src[2i] for i < n: the stride-2 rows of a 3x3/s2 gather. */
+typedef void (*convf_copy2_fn)(float *dst, const float *src, int n);
+
+void convf_copy2_avx512(float *dst, const float *src, int n);
+
+static void copy2_generic(float *dst, const float *src, int n)
+{
+    for (int i = 0; i < n; i++)
+        dst[i] = src[2 * i];
+}
+
+/* The AVX-512 version goes with the AVX-512 kernel (same CPU check). */
+static convf_copy2_fn convf_copy2_for(convf_kernel kernel)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    if (kernel == convf_kernel_for(CONVF_ISA_AVX512))
+        return convf_copy2_avx512;
+#endif
+    (void)kernel;
+    return copy2_generic;
+}
+
 /* A run of tile pixels in one output row: tile columns [j0, j0+n) are output
  * pixels (oy, ox0 .. ox0+n-1). */
 typedef struct {
@@ -77,7 +99,7 @@ static int tile_segments(const conv_geom *g, size_t p0, int n_valid, tile_seg *s
 /* One row of the B panel, im2col row (c, ky, kx), over the tile's segments:
  * input pixel (oy*s - pad + ky, ox*s - pad + kx) or 0 outside the input. */
 static void gather_row(const conv_geom *g, const float *plane, int ky, int kx,
-                       const tile_seg *seg, int ns, float *dst)
+                       const tile_seg *seg, int ns, float *dst, convf_copy2_fn copy2)
 {
     const int s = g->stride;
     for (int i = 0; i < ns; i++) {
@@ -104,6 +126,9 @@ static void gather_row(const conv_geom *g, const float *plane, int ky, int kx,
         if (s == 1) {
             memcpy(d + j, row + ix, (size_t)(hi - lo) * sizeof *d);
             j += hi - lo;
+        } else if (s == 2 && hi > lo) {
+            copy2(d + j, row + ix, hi - lo);
+            j += hi - lo;
         } else {
             for (; j < hi - t->ox0; j++, ix += s)
                 d[j] = row[ix];
@@ -127,7 +152,7 @@ typedef struct {
 
 /* B panel rows [k0, k0+kc) of every tile; columns past n_valid are zero. */
 static void gather_group(const conv_geom *g, const float *in, const tile_group *tg, int k0,
-                         int kc, float *panels)
+                         int kc, float *panels, convf_copy2_fn copy2)
 {
     const int kk = g->k * g->k;
     const size_t plane = (size_t)g->h * (size_t)g->w;
@@ -136,7 +161,7 @@ static void gather_group(const conv_geom *g, const float *in, const tile_group *
         for (int i = 0; i < tg->n; i++) {
             float *dst = panels + (size_t)i * CONVF_KC * CONVF_NR + (size_t)r * CONVF_NR;
             gather_row(g, in + (size_t)c * plane, rem / g->k, rem % g->k, tg->seg[i], tg->ns[i],
-                       dst);
+                       dst, copy2);
             if (tg->n_valid[i] < CONVF_NR)
                 memset(dst + tg->n_valid[i], 0,
                        (size_t)(CONVF_NR - tg->n_valid[i]) * sizeof *dst);
@@ -171,6 +196,7 @@ typedef struct {
     float alpha;
     float *out;
     convf_kernel kernel;
+    convf_copy2_fn copy2;
     float *scratch;
     size_t n_pix, k_total;
     int n_tiles, n_panels;
@@ -204,7 +230,7 @@ static void run_block(const conv_job *j, int t0, int t1, int q0, int q1, float *
             if (pointwise)
                 copy_group(g, j->in, &tg, (int)k0, kc, panels);
             else
-                gather_group(g, j->in, &tg, (int)k0, kc, panels);
+                gather_group(g, j->in, &tg, (int)k0, kc, panels, j->copy2);
             t.kc = kc;
             t.first = k0 == 0;
             t.last = k0 + (size_t)kc == j->k_total;
@@ -253,6 +279,9 @@ static void choose_split(conv_job *j, int threads)
 {
     const int want = threads > 1 ? 4 * threads : 1;
     j->tile_chunk = (j->n_tiles + want - 1) / want;
+    /* Whole gather groups per item where there are tiles enough. */
+    if (j->tile_chunk >= 2 * CONVF_GROUP)
+        j->tile_chunk = (j->tile_chunk + CONVF_GROUP - 1) / CONVF_GROUP * CONVF_GROUP;
     j->panel_chunk = j->n_panels;
     j->items_t = (j->n_tiles + j->tile_chunk - 1) / j->tile_chunk;
     if (j->items_t < want) {
@@ -275,6 +304,7 @@ void convf_conv2d(const conv_geom *g, const float *in, const float *packed, cons
     j.alpha = alpha;
     j.out = out;
     j.kernel = kernel;
+    j.copy2 = convf_copy2_for(kernel);
     j.scratch = scratch;
     j.n_pix = (size_t)g->oh * (size_t)g->ow;
     j.k_total = (size_t)g->c_in * (size_t)g->k * (size_t)g->k;
@@ -335,6 +365,8 @@ void convf_kernel_avx512(const convf_tile *t);
 void convf_activate_avx512(float *x, size_t n, yolo_activation act, float alpha);
 void convf_kernel_avx2(const convf_tile *t);
 void convf_activate_avx2(float *x, size_t n, yolo_activation act, float alpha);
+void convf_sigmoid_avx512(float *x, size_t n);
+void convf_sigmoid_avx2(float *x, size_t n);
 
 static int cpu_has(convf_isa isa)
 {
@@ -400,4 +432,15 @@ void convf_activate(convf_isa isa, float *x, size_t n, yolo_activation act, floa
         convf_activate_avx2(x, n, act, alpha);
     else
         activate_generic(x, n, act, alpha);
+}
+
+void convf_sigmoid(convf_isa isa, float *x, size_t n)
+{
+    if (isa == CONVF_ISA_AVX512 && cpu_has(isa))
+        convf_sigmoid_avx512(x, n);
+    else if (isa == CONVF_ISA_AVX2 && cpu_has(isa))
+        convf_sigmoid_avx2(x, n);
+    else
+        for (size_t i = 0; i < n; i++)
+            x[i] = 1.0f / (1.0f + expf(-x[i]));
 }

@@ -10,6 +10,16 @@
  * 64-aligned offset that fits. With keep_all every output lives to the end,
  * so every yolo_layer_output() stays readable.
  *
+ * Concat costs nothing at batch 1 on the FAST and GEMM backends: a layer
+ * whose output is an input of a Concat (and not yet placed in another one)
+ * is planned inside the Concat's output, at its channel offset, so the
+ * producer writes its slice directly and the Concat has nothing to copy.
+ * The Concat's memory then lives from its first member's production to the
+ * last use of any member; inside it, each member writes only its own slice
+ * and nothing else is placed there, so every member stays readable for as
+ * long as it would alone. (At batch > 1 a channel slice of an NCHW tensor
+ * is not contiguous, so nothing is aliased.)
+ *
  * Running (yolo_forward) is a loop over the op table with no allocation and
  * no clock read unless a layer callback was given.
  */
@@ -164,9 +174,48 @@ static size_t conv_depth(const model_layer *l)
     return l->tensors[0]->elems / (size_t)l->c_out;
 }
 
-/* Packs every Conv layer's weights for the microkernels into one buffer.
- * (Owned by the ctx: the model is immutable; moving this to load time
- * would let contexts share it.) */
+/* A Conv layer that will likely run through Winograd: its direct packing
+ * is made only if a plan does not select it (wino_direct). */
+static int wino_layer_candidate(const model_layer *l)
+{
+    return is_conv(l) && l->tensors[0]->ndim == 4 &&
+           wino_candidate(l->kernel, l->stride, l->pad, l->tensors[0]->shape[1], l->c_out);
+}
+
+/* Floats of packed weights layer l needs at ctx creation: a Conv's matrix
+ * (not for Winograd candidates), or Detect's level matrices back to back
+ * (1x1 heads: c_out na*no, depth c_in). */
+static size_t packed_floats_of(const model_layer *l)
+{
+    if (wino_layer_candidate(l))
+        return 0;
+    if (is_conv(l))
+        return convf_packed_span(l->c_out, conv_depth(l));
+    size_t total = 0;
+    if (l->type == LAYER_DETECT)
+        for (int lvl = 0; lvl < l->n_inputs; lvl++) {
+            const model_tensor *w = l->tensors[2 * lvl];
+            total += convf_packed_span(w->shape[0], (size_t)w->shape[1]);
+        }
+    return total;
+}
+
+static void pack_layer(const model_layer *l, float *dst)
+{
+    if (is_conv(l)) {
+        convf_pack_weights(l->tensors[0]->data, l->c_out, conv_depth(l), dst);
+        return;
+    }
+    for (int lvl = 0; lvl < l->n_inputs; lvl++) {
+        const model_tensor *w = l->tensors[2 * lvl];
+        convf_pack_weights(w->data, w->shape[0], (size_t)w->shape[1], dst);
+        dst += convf_packed_span(w->shape[0], (size_t)w->shape[1]);
+    }
+}
+
+/* Packs every Conv layer's and Detect head's weights for the microkernels
+ * into one buffer. (Owned by the ctx: the model is immutable; moving this
+ * to load time would let contexts share it.) */
 static yolo_status pack_all(yolo_ctx *c)
 {
     const yolo_model *m = c->model;
@@ -174,9 +223,7 @@ static yolo_status pack_all(yolo_ctx *c)
     if (m->n_layers < 1)
         return yolo_fail(YOLO_ERR_INVALID_ARG, "yolo_ctx_create: model has no layers");
     for (int i = 0; i < m->n_layers; i++)
-        if (is_conv(&m->layers[i]))
-            total += align_up(convf_packed_floats(m->layers[i].c_out,
-                                                  conv_depth(&m->layers[i])), 16);
+        total += packed_floats_of(&m->layers[i]);
     c->packed_layer = calloc((size_t)m->n_layers, sizeof *c->packed_layer);
     c->packed = aligned_alloc(ARENA_ALIGN, align_up((total ? total : 16) * sizeof(float),
                                                     ARENA_ALIGN));
@@ -186,12 +233,12 @@ static yolo_status pack_all(yolo_ctx *c)
     size_t off = 0;
     for (int i = 0; i < m->n_layers; i++) {
         const model_layer *l = &m->layers[i];
-        if (!is_conv(l))
+        size_t n = packed_floats_of(l);
+        if (n == 0)
             continue;
-        size_t k = conv_depth(l);
-        convf_pack_weights(l->tensors[0]->data, l->c_out, k, c->packed + off);
+        pack_layer(l, c->packed + off);
         c->packed_layer[i] = c->packed + off;
-        off += align_up(convf_packed_floats(l->c_out, k), 16);
+        off += n;
     }
     return YOLO_OK;
 }
@@ -210,12 +257,16 @@ static yolo_status fast_setup(yolo_ctx *c)
     yolo_status st = tpool_create(threads, &c->pool);
     if (st != YOLO_OK)
         return st;
-    c->kernel = convf_kernel_for(convf_best_isa());
+    c->isa = convf_best_isa();
+    c->kernel = convf_kernel_for(c->isa);
     size_t bytes = (size_t)tpool_threads(c->pool) * convf_thread_scratch_floats() * sizeof(float);
     if (bytes > (size_t)MAX_THREADS * convf_thread_scratch_floats() * sizeof(float))
         return yolo_fail(YOLO_ERR_INTERNAL, "yolo_ctx_create: bad thread count");
     c->thread_scratch = aligned_alloc(ARENA_ALIGN, align_up(bytes, ARENA_ALIGN));
-    if (!c->thread_scratch)
+    c->wino_packed = calloc((size_t)c->model->n_layers, sizeof *c->wino_packed);
+    c->wino_on = calloc((size_t)c->model->n_layers, sizeof *c->wino_on);
+    c->wino_direct = calloc((size_t)c->model->n_layers, sizeof *c->wino_direct);
+    if (!c->thread_scratch || !c->wino_packed || !c->wino_on || !c->wino_direct)
         return yolo_fail(YOLO_ERR_NOMEM, "yolo_ctx_create: out of memory for thread scratch");
     return pack_all(c);
 }
@@ -270,6 +321,15 @@ void yolo_ctx_free(yolo_ctx *ctx)
     free(ctx->packed);
     free(ctx->packed_layer);
     free(ctx->thread_scratch);
+    for (int i = 0; ctx->wino_packed && i < ctx->model->n_layers; i++)
+        free(ctx->wino_packed[i]);
+    for (int i = 0; ctx->wino_direct && i < ctx->model->n_layers; i++)
+        free(ctx->wino_direct[i]);
+    free(ctx->wino_direct);
+    free(ctx->wino_packed);
+    free(ctx->wino_on);
+    free(ctx->wino_scratch);
+    free(ctx->wino_shared);
     free(ctx->plan);
     free(ctx->order);
     free(ctx->shapes);
@@ -347,9 +407,10 @@ static int by_offset(const void *a, const void *b)
     return x->off < y->off ? -1 : x->off > y->off;
 }
 
+/* Of two roots (their members' memory included). */
 static int lifetimes_overlap(const layer_plan *a, const layer_plan *b)
 {
-    return a->first <= b->last && b->first <= a->last;
+    return a->span_first <= b->span_last && b->span_first <= a->span_last;
 }
 
 /* Lowest aligned offset for layer i that avoids every already placed output
@@ -376,31 +437,99 @@ static size_t find_offset(yolo_ctx *ctx, int i, int placed)
     return off;
 }
 
+/* Places producers into the channel slices of the Concats they feed (see
+ * the file comment). Concat inputs are taken greedily, in layer order; an
+ * input already in another Concat, the network input, or an input listed
+ * twice is copied as usual. */
+static void plan_concat_aliases(yolo_ctx *ctx)
+{
+    const yolo_model *m = ctx->model;
+    const int n = m->n_layers;
+    for (int i = 0; i < n; i++) {
+        ctx->plan[i].alias_of = -1;
+        ctx->plan[i].root = i;
+        ctx->plan[i].alias_off = 0;
+        ctx->plan[i].in_place = 0;
+        ctx->plan[i].span_first = ctx->plan[i].first;
+        ctx->plan[i].span_last = ctx->plan[i].last;
+    }
+    if (!ctx->concat_in_place || ctx->batch_planned != 1 ||
+        ctx->params.backend == YOLO_BACKEND_REFERENCE)
+        return;
+    for (int i = 0; i < n; i++) {
+        const model_layer *l = &m->layers[i];
+        if (l->type != LAYER_CONCAT || l->act != YOLO_ACT_NONE)
+            continue;
+        size_t off = 0;
+        for (int k = 0; k < l->n_inputs; k++) {
+            int p = l->inputs[k];
+            size_t bytes = p >= 0 ? shape_elems(ctx->plan[p].shape) * sizeof(float) : 0;
+            int twice = 0;
+            for (int q = 0; q < l->n_inputs; q++)
+                twice |= q != k && l->inputs[q] == p;
+            /* Offsets stay 64-aligned so the kernels' aligned loads hold;
+             * planes of 16-multiple sizes (all of YOLO's) give that. */
+            if (p >= 0 && !twice && ctx->plan[p].alias_of < 0 && off % ARENA_ALIGN == 0 &&
+                m->layers[p].type != LAYER_DETECT) {
+                ctx->plan[p].alias_of = i;
+                ctx->plan[p].alias_off = off;
+                ctx->plan[i].in_place |= 1u << k;
+            }
+            off += p >= 0 ? bytes : shape_elems(ctx->input_shape) * sizeof(float);
+        }
+    }
+    /* Roots, and each root's lifetime covering all its members'. A Concat
+     * comes after its inputs, so a parent's index is above its child's. */
+    for (int i = n - 1; i >= 0; i--) {
+        layer_plan *p = &ctx->plan[i];
+        if (p->alias_of >= 0)
+            p->root = ctx->plan[p->alias_of].root;
+    }
+    for (int i = 0; i < n; i++) {
+        layer_plan *r = &ctx->plan[ctx->plan[i].root];
+        if (ctx->plan[i].first < r->span_first)
+            r->span_first = ctx->plan[i].first;
+        if (ctx->plan[i].last > r->span_last)
+            r->span_last = ctx->plan[i].last;
+    }
+}
+
 static void place_outputs(yolo_ctx *ctx)
 {
-    int n = ctx->model->n_layers;
+    int n = ctx->model->n_layers, nr = 0;
     for (int i = 0; i < n; i++) {
-        ctx->spans[i].bytes = ctx->plan[i].bytes;
-        ctx->spans[i].idx = i;
+        if (ctx->plan[i].alias_of >= 0)
+            continue;
+        ctx->spans[nr].bytes = ctx->plan[i].bytes;
+        ctx->spans[nr].idx = i;
+        nr++;
     }
-    qsort(ctx->spans, (size_t)n, sizeof *ctx->spans, by_size_desc);
-    for (int k = 0; k < n; k++)
+    qsort(ctx->spans, (size_t)nr, sizeof *ctx->spans, by_size_desc);
+    for (int k = 0; k < nr; k++)
         ctx->order[k] = ctx->spans[k].idx;
     size_t total = 0;
-    for (int k = 0; k < n; k++) {
+    for (int k = 0; k < nr; k++) {
         layer_plan *p = &ctx->plan[ctx->order[k]];
         p->offset = find_offset(ctx, ctx->order[k], k);
         if (p->offset + p->bytes > total)
             total = p->offset + p->bytes;
     }
     ctx->arena_bytes = total;
+    for (int i = n - 1; i >= 0; i--) {
+        layer_plan *p = &ctx->plan[i];
+        if (p->alias_of >= 0)
+            p->offset = ctx->plan[p->alias_of].offset + p->alias_off;
+    }
     /* An output stays readable after the run unless a later layer's output
-     * shares its memory. */
+     * shares its memory; members of one Concat share memory without
+     * writing over each other. */
     for (int i = 0; i < n; i++) {
         layer_plan *p = &ctx->plan[i];
         p->intact = 1;
         for (int j = i + 1; j < n && p->intact; j++) {
             const layer_plan *q = &ctx->plan[j];
+            if (q->root == p->root)
+                continue;
             if (p->offset < q->offset + q->bytes && q->offset < p->offset + p->bytes)
                 p->intact = 0;
         }
@@ -446,6 +575,79 @@ static void plan_layers(yolo_ctx *ctx, yolo_shape input, size_t *scratch_floats)
     }
 }
 
+static conv_geom conv_layer_geom(const yolo_ctx *ctx, int i, yolo_shape input)
+{
+    const model_layer *l = &ctx->model->layers[i];
+    yolo_shape in = l->inputs[0] < 0 ? input : ctx->shapes[l->inputs[0]];
+    yolo_shape out = ctx->shapes[i];
+    conv_geom g = {.c_in = in.c, .h = in.h, .w = in.w, .c_out = out.c, .k = l->kernel,
+                   .stride = l->stride, .pad = l->pad, .oh = out.h, .ow = out.w};
+    return g;
+}
+
+/* A Winograd candidate that this plan runs directly: packs its weights for
+ * the direct kernel (once; kept in wino_direct). */
+static int ensure_direct_packed(yolo_ctx *ctx, int i)
+{
+    const model_layer *l = &ctx->model->layers[i];
+    if (ctx->packed_layer[i])
+        return 1;
+    size_t n = convf_packed_floats(l->c_out, conv_depth(l));
+    ctx->wino_direct[i] = aligned_alloc(ARENA_ALIGN, align_up(n * sizeof(float), ARENA_ALIGN));
+    if (!ctx->wino_direct[i])
+        return 0;
+    convf_pack_weights(l->tensors[0]->data, l->c_out, conv_depth(l), ctx->wino_direct[i]);
+    ctx->packed_layer[i] = ctx->wino_direct[i];
+    return 1;
+}
+
+/* FAST: picks the Conv layers Winograd runs for this shape (wino_worthwhile),
+ * packs their transformed weights if not done yet, sizes the scratch. */
+static yolo_status plan_winograd(yolo_ctx *ctx, yolo_shape input)
+{
+    const yolo_model *m = ctx->model;
+    size_t per = 0, shared = 0;
+    for (int i = 0; ctx->wino_on && i < m->n_layers; i++) {
+        const model_layer *l = &m->layers[i];
+        ctx->wino_on[i] = 0;
+        if (!is_conv(l))
+            continue;
+        if (ctx->winograd_off) {
+            if (!ensure_direct_packed(ctx, i))
+                return yolo_fail(YOLO_ERR_NOMEM, "out of memory packing layer %d's weights", i);
+            continue;
+        }
+        conv_geom g = conv_layer_geom(ctx, i, input);
+        if (!wino_worthwhile(&g)) {
+            if (!ensure_direct_packed(ctx, i))
+                return yolo_fail(YOLO_ERR_NOMEM, "out of memory packing layer %d's weights", i);
+            continue;
+        }
+        if (!ctx->wino_packed[i]) {
+            size_t n = wino_packed_floats(g.c_out, g.c_in);
+            ctx->wino_packed[i] = aligned_alloc(ARENA_ALIGN, align_up(n * sizeof(float),
+                                                                      ARENA_ALIGN));
+            if (!ctx->wino_packed[i])
+                return yolo_fail(YOLO_ERR_NOMEM, "out of memory for Winograd weights (%zu floats)",
+                                 n);
+            wino_pack_weights(l->tensors[0]->data, g.c_out, g.c_in, ctx->wino_packed[i]);
+        }
+        ctx->wino_on[i] = 1;
+        size_t t = align_up(wino_thread_scratch_floats(g.c_in, g.c_out), 16);
+        per = t > per ? t : per;
+        t = wino_shared_floats(&g, tpool_threads(ctx->pool));
+        shared = t > shared ? t : shared;
+    }
+    ctx->wino_per_thread = per;
+    if (per && !ensure_buffer(&ctx->wino_scratch, &ctx->wino_scratch_cap,
+                              (size_t)tpool_threads(ctx->pool) * per * sizeof(float)))
+        return yolo_fail(YOLO_ERR_NOMEM, "out of memory for Winograd scratch");
+    if (shared && !ensure_buffer(&ctx->wino_shared, &ctx->wino_shared_cap,
+                                 shared * sizeof(float)))
+        return yolo_fail(YOLO_ERR_NOMEM, "out of memory for Winograd scratch");
+    return YOLO_OK;
+}
+
 static yolo_status plan(yolo_ctx *ctx, int batch, int height, int width)
 {
     ctx->planned = 0;
@@ -460,8 +662,14 @@ static yolo_status plan(yolo_ctx *ctx, int batch, int height, int width)
     size_t scratch_floats;
     plan_layers(ctx, input, &scratch_floats);
     compute_lifetimes(ctx);
+    ctx->batch_planned = batch;
+    ctx->input_shape = input;
+    plan_concat_aliases(ctx);
     place_outputs(ctx);
     ctx->scratch_bytes = scratch_floats * sizeof(float);
+    st = plan_winograd(ctx, input);
+    if (st != YOLO_OK)
+        return st;
     if (!ensure_buffer(&ctx->arena, &ctx->arena_cap, ctx->arena_bytes))
         return yolo_fail(YOLO_ERR_NOMEM,
                          "cannot allocate a %zu-byte activation arena for %dx3x%dx%d",
@@ -506,6 +714,36 @@ static float *layer_data(const yolo_ctx *ctx, int i)
     return (float *)(void *)((char *)ctx->arena + ctx->plan[i].offset);
 }
 
+/* A Concat (batch 1, no activation) whose inputs in mask already wrote
+ * their slices: copies the others. */
+static void concat_rest(const op_args *a, uint32_t mask)
+{
+    float *dst = a->out;
+    for (int k = 0; k < a->n_in; k++) {
+        size_t n = shape_elems(a->in_shape[k]);
+        if (!(mask & (1u << k)))
+            memcpy(dst, a->in[k], n * sizeof *dst);
+        dst += n;
+    }
+}
+
+/* A Conv layer the plan runs through Winograd. */
+static void run_winograd(const yolo_ctx *ctx, const op_args *a)
+{
+    const model_layer *l = a->layer;
+    const yolo_shape si = a->in_shape[0], so = a->out_shape;
+    conv_geom g = {.c_in = si.c, .h = si.h, .w = si.w, .c_out = so.c, .k = l->kernel,
+                   .stride = l->stride, .pad = l->pad, .oh = so.h, .ow = so.w};
+    const float *bias = l->tensors[1] ? l->tensors[1]->data : NULL;
+    const float *packed = ctx->wino_packed[a->layer - ctx->model->layers];
+    for (int b = 0; b < si.n; b++)
+        wino_conv2d(&g, a->in[0] + (size_t)b * (size_t)si.c * (size_t)si.h * (size_t)si.w,
+                    packed, bias, l->act, l->alpha,
+                    a->out + (size_t)b * (size_t)so.c * (size_t)so.h * (size_t)so.w, ctx->kernel,
+                    ctx->isa, ctx->pool, ctx->wino_scratch, ctx->wino_per_thread,
+                    ctx->wino_shared);
+}
+
 static void run_layer(yolo_ctx *ctx, int i, const float *input, yolo_shape in_shape)
 {
     const model_layer *l = &ctx->model->layers[i];
@@ -529,10 +767,15 @@ static void run_layer(yolo_ctx *ctx, int i, const float *input, yolo_shape in_sh
         f.kernel = ctx->kernel;
         f.packed = ctx->packed_layer[i];
         f.scratch = ctx->thread_scratch;
+        f.isa = ctx->isa;
         a.fast = &f;
     }
     if (ctx->params.backend == YOLO_BACKEND_REFERENCE)
         op->run_reference(&a);
+    else if (ctx->plan[i].in_place)
+        concat_rest(&a, ctx->plan[i].in_place);
+    else if (ctx->wino_on && ctx->wino_on[i])
+        run_winograd(ctx, &a);
     else
         op->run(&a);
 }

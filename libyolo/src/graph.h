@@ -26,6 +26,15 @@ typedef struct {
     size_t bytes;
     int first, last;    /* live range in steps: input = 0, layer i = i + 1 */
     int intact;         /* 1: nothing later overwrites it during a run */
+    /* Concat at zero cost (batch 1): a producer whose output lives in its
+     * channel slice of a Concat's output has alias_of = that Concat and
+     * alias_off = the slice's byte offset in it; root is the layer whose
+     * memory holds it (itself when not aliased). A Concat with in_place
+     * set copies only its inputs not in in_place (bit k = input k). */
+    int alias_of, root;
+    size_t alias_off;
+    uint32_t in_place;
+    int span_first, span_last; /* a root's memory: its members' whole range */
 } layer_plan;
 
 struct yolo_ctx {
@@ -39,6 +48,14 @@ struct yolo_ctx {
     /* plan: valid when planned != 0 */
     int planned;
     int batch, height, width;
+    /* Plan Concat inputs into their slice (see graph.c). Off by default
+     * until test_graph's check_plan knows that members of a Concat share
+     * its memory by design; tools/perf_layers.c turns it on. */
+    int concat_in_place;
+    /* FAST: 1 = never use Winograd (for measurements and tests). */
+    int winograd_off;
+    int batch_planned;          /* batch of the plan being made */
+    yolo_shape input_shape;     /* of the plan being made */
     layer_plan *plan;           /* n_layers entries, allocated at create */
     size_t arena_bytes, scratch_bytes;
     uint64_t flops;
@@ -58,10 +75,21 @@ struct yolo_ctx {
      * (packed_layer[i], NULL for other layers, pointing into packed), and
      * one scratch slice per pool thread. */
     yolo_pool *pool;
+    convf_isa isa;
     convf_kernel kernel;
     float *packed;
     const float **packed_layer;
     float *thread_scratch;
+    /* Winograd (FAST): per layer, its transformed weights (packed at the
+     * first plan that selects the layer, kept for later plans) and whether
+     * the current plan runs it that way; per-thread scratch slices of
+     * wino_per_thread floats; the transformed input shared by the threads
+     * for layers with few tile blocks (wino_shared_floats). */
+    float **wino_packed;
+    float **wino_direct; /* direct packing of candidates a plan did not select */
+    unsigned char *wino_on;
+    float *wino_scratch, *wino_shared;
+    size_t wino_scratch_cap, wino_per_thread, wino_shared_cap;
 
     /* yolo_detect's buffers, grown on demand */
     float *det_input;

@@ -108,6 +108,11 @@ yolo_status tpool_create(int threads, yolo_pool **out);
 void tpool_free(yolo_pool *pool);
 int tpool_threads(const yolo_pool *pool); /* 1 for a NULL pool */
 void tpool_run(yolo_pool *pool, tpool_fn fn, void *arg);
+/* Splits [0, n) into one contiguous range per thread (none empty; fewer
+ * threads when n is small) and calls fn(arg, begin, end, tid) on each:
+ * for loops whose items cost the same (planes, rows, elements). */
+typedef void (*tpool_range_fn)(void *arg, size_t begin, size_t end, int tid);
+void tpool_for(yolo_pool *pool, size_t n, tpool_range_fn fn, void *arg);
 
 /* ---- fast convolution (conv_fast.c, kernel_*.c) --------------------------- */
 
@@ -148,9 +153,17 @@ void convf_kernel_generic(const convf_tile *t);
 /* In-place activation of n floats with the ISA's vector code (SiLU uses a
  * vectorized exp; tests compare it with expf). */
 void convf_activate(convf_isa isa, float *x, size_t n, yolo_activation act, float alpha);
+/* In-place sigmoid 1 / (1 + e^-x) (Detect's), same exp. */
+void convf_sigmoid(convf_isa isa, float *x, size_t n);
 
 /* Floats of packed weights for c_out x k_total (k_total = Cin*k*k). */
 size_t convf_packed_floats(int c_out, size_t k_total);
+/* The same rounded up to 16 floats: where the next packed matrix starts
+ * when several are stored back to back (Detect's levels). */
+static inline size_t convf_packed_span(int c_out, size_t k_total)
+{
+    return (convf_packed_floats(c_out, k_total) + 15) / 16 * 16;
+}
 void convf_pack_weights(const float *weight, int c_out, size_t k_total, float *packed);
 /* Floats of scratch per thread. */
 size_t convf_thread_scratch_floats(void);
@@ -161,6 +174,7 @@ typedef struct {
     convf_kernel kernel;
     const float *packed; /* this layer's packed weights, NULL if none */
     float *scratch;      /* per-thread scratch, tpool_threads() slices */
+    convf_isa isa;       /* of kernel, for convf_sigmoid / convf_activate */
 } op_fast;
 
 /* ---- op table (ops.c registers every family) ---------------------------- */
@@ -241,5 +255,26 @@ size_t conv2d_scratch_floats(const conv_geom *g);
 void convf_conv2d(const conv_geom *g, const float *in, const float *packed, const float *bias,
                   yolo_activation act, float alpha, float *out, convf_kernel kernel,
                   yolo_pool *pool, float *scratch);
+
+/* Winograd F(4x4,3x3) for 3x3 stride-1 convolutions (winograd.c). */
+/* 1 if g is a 3x3 stride-1 convolution where Winograd is faster. */
+int wino_worthwhile(const conv_geom *g);
+/* The shape-free part of that: a layer that may run through Winograd. */
+int wino_candidate(int k, int stride, int pad, int c_in, int c_out);
+/* Transformed weights: floats, and packing them from [c_out][c_in][3][3]. */
+size_t wino_packed_floats(int c_out, int c_in);
+void wino_pack_weights(const float *weight, int c_out, int c_in, float *packed);
+/* Floats of scratch per thread for a c_in -> c_out layer. */
+size_t wino_thread_scratch_floats(int c_in, int c_out);
+/* Floats of the buffer shared by the threads that wino_conv2d uses for
+ * layers with few tile blocks (0 if it needs none). */
+size_t wino_shared_floats(const conv_geom *g, int threads);
+/* out = act(conv(in) + bias) for one batch item (g->k == 3, stride 1);
+ * scratch holds tpool_threads() slices of scratch_per_thread floats
+ * (at least wino_thread_scratch_floats(), 64-byte aligned each); shared
+ * has wino_shared_floats() floats (or is NULL: slower with few blocks). */
+void wino_conv2d(const conv_geom *g, const float *in, const float *packed, const float *bias,
+                 yolo_activation act, float alpha, float *out, convf_kernel kernel, convf_isa isa,
+                 yolo_pool *pool, float *scratch, size_t scratch_per_thread, float *shared);
 
 #endif /* LIBYOLO_INTERNAL_H */

@@ -27,6 +27,7 @@
 
 void convf_kernel_avx2(const convf_tile *t);
 void convf_activate_avx2(float *x, size_t n, yolo_activation act, float alpha);
+void convf_sigmoid_avx2(float *x, size_t n);
 
 TARGET_AVX2 static inline __m256 pow2i(__m256i n)
 {
@@ -163,6 +164,18 @@ TARGET_AVX2 void convf_activate_avx2(float *x, size_t n, yolo_activation act, fl
         __m256i m = lane_mask8(n - i >= 8 ? 8 : (int)(n - i));
         __m256 v = _mm256_maskload_ps(x + i, m);
         _mm256_maskstore_ps(x + i, m, act256(v, act, av));
+    }
+}
+
+/* Detect's sigmoid 1 / (1 + e^-x), limits as with expf. */
+TARGET_AVX2 void convf_sigmoid_avx2(float *x, size_t n)
+{
+    const __m256 one = _mm256_set1_ps(1.0f);
+    for (size_t i = 0; i < n; i += 8) {
+        __m256i m = lane_mask8(n - i >= 8 ? 8 : (int)(n - i));
+        __m256 v = _mm256_maskload_ps(x + i, m);
+        __m256 e = exp256(_mm256_sub_ps(_mm256_setzero_ps(), v));
+        _mm256_maskstore_ps(x + i, m, _mm256_div_ps(one, _mm256_add_ps(one, e)));
     }
 }
 

@@ -28,6 +28,8 @@
 
 void convf_kernel_avx512(const convf_tile *t);
 void convf_activate_avx512(float *x, size_t n, yolo_activation act, float alpha);
+void convf_sigmoid_avx512(float *x, size_t n);
+void convf_copy2_avx512(float *dst, const float *src, int n);
 
 TARGET_AVX512 static inline __m512 exp512(__m512 t)
 {
@@ -168,6 +170,39 @@ TARGET_AVX512 void convf_activate_avx512(float *x, size_t n, yolo_activation act
         __mmask16 m = lane_mask(n - i >= 16 ? 16 : (int)(n - i));
         __m512 v = _mm512_maskz_loadu_ps(m, x + i);
         _mm512_mask_storeu_ps(x + i, m, act512(v, act, av));
+    }
+}
+
+/* Detect's sigmoid 1 / (1 + e^-x): for x below about -88 e^-x is inf and
+ * the result 0, as with expf. */
+TARGET_AVX512 void convf_sigmoid_avx512(float *x, size_t n)
+{
+    const __m512 one = _mm512_set1_ps(1.0f);
+    for (size_t i = 0; i < n; i += 16) {
+        __mmask16 m = lane_mask(n - i >= 16 ? 16 : (int)(n - i));
+        __m512 v = _mm512_maskz_loadu_ps(m, x + i);
+        __m512 e = exp512(_mm512_sub_ps(_mm512_setzero_ps(), v));
+        _mm512_mask_storeu_ps(x + i, m, _mm512_div_ps(one, _mm512_add_ps(one, e)));
+    }
+}
+
+/* dst[i] = src[2i], i < n: the even lanes of each 32 source floats by one
+ * two-source permute. Reads only src[0 .. 2n-2] (the tail is masked). */
+TARGET_AVX512 void convf_copy2_avx512(float *dst, const float *src, int n)
+{
+    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28,
+                                           30);
+    int i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512 a = _mm512_loadu_ps(src + 2 * i);
+        __m512 b = _mm512_maskz_loadu_ps(lane_mask(2 * (n - i) - 1 - 16), src + 2 * i + 16);
+        _mm512_storeu_ps(dst + i, _mm512_permutex2var_ps(a, even, b));
+    }
+    if (i < n) {
+        int rest = 2 * (n - i) - 1; /* source floats needed */
+        __m512 a = _mm512_maskz_loadu_ps(lane_mask(rest), src + 2 * i);
+        __m512 b = _mm512_maskz_loadu_ps(lane_mask(rest - 16), src + 2 * i + 16);
+        _mm512_mask_storeu_ps(dst + i, lane_mask(n - i), _mm512_permutex2var_ps(a, even, b));
     }
 }
 

@@ -14,6 +14,10 @@
  * (model->info); the weights of level l are tensors[2l] [na*no, c_in_l, 1, 1]
  * and tensors[2l+1] [na*no].
  *
+ * With the FAST backend (op_args.fast with packed weights: the levels'
+ * matrices back to back, each convf_packed_span() floats) the heads run
+ * through convf_conv2d and the decode is vectorized and threaded.
+ *
  * FLOPs: the 1x1 convolutions (2*c_in*na*no per grid cell), plus one per
  * output value for the sigmoid and four per row for the box transform.
  */
@@ -200,8 +204,97 @@ static void decode_level(const yolo_model_info *info, int lvl, const float *conv
     }
 }
 
+/* One level of one batch item on the FAST backend: the 1x1 head through
+ * convf_conv2d, the sigmoid in place over the whole logit buffer (vector
+ * code), then the decode split over the pool's threads. A decode item is
+ * DECODE_CHUNK pixels of one anchor: its no channel runs are scattered into
+ * its rows, which stay in L1 (64 rows of no = 85 floats is 22 KB) for the
+ * box transform. */
+#define DECODE_CHUNK 64
+
+typedef struct {
+    const yolo_model_info *info;
+    int lvl, ny, nx;
+    size_t chunks; /* per anchor */
+    float *conv;   /* [na*no][ny*nx] logits, sigmoided in place */
+    float *rows;   /* this level's first row */
+} decode_job;
+
+static void decode_range(void *arg, size_t begin, size_t end, int tid)
+{
+    const decode_job *j = arg;
+    const int no = j->info->num_outputs, nx = j->nx;
+    const size_t hw = (size_t)j->ny * (size_t)nx;
+    const float s = (float)j->info->strides[j->lvl];
+    (void)tid;
+    for (size_t item = begin; item < end; item++) {
+        const int a = (int)(item / j->chunks);
+        const size_t p0 = item % j->chunks * DECODE_CHUNK;
+        const size_t n = hw - p0 < DECODE_CHUNK ? hw - p0 : DECODE_CHUNK;
+        float *block = j->rows + ((size_t)a * hw + p0) * (size_t)no;
+        for (int k = 0; k < no; k++) {
+            const float *src = j->conv + ((size_t)a * (size_t)no + (size_t)k) * hw + p0;
+            for (size_t p = 0; p < n; p++)
+                block[p * (size_t)no + (size_t)k] = src[p];
+        }
+        const float aw = j->info->anchors[j->lvl][a][0], ah = j->info->anchors[j->lvl][a][1];
+        float *r = block;
+        for (size_t p = p0; p < p0 + n; p++, r += no) {
+            r[0] = (r[0] * 2.0f - 0.5f + (float)(p % (size_t)nx)) * s;
+            r[1] = (r[1] * 2.0f - 0.5f + (float)(p / (size_t)nx)) * s;
+            float tw = r[2] * 2.0f, th = r[3] * 2.0f;
+            r[2] = tw * tw * aw;
+            r[3] = th * th * ah;
+        }
+    }
+}
+
+typedef struct {
+    convf_isa isa;
+    float *x;
+} sigmoid_job;
+
+static void sigmoid_range(void *arg, size_t begin, size_t end, int tid)
+{
+    const sigmoid_job *j = arg;
+    (void)tid;
+    convf_sigmoid(j->isa, j->x + begin, end - begin);
+}
+
+static void detect_run_fast(const op_args *a)
+{
+    const yolo_model_info *info = &a->model->info;
+    const model_layer *l = a->layer;
+    const op_fast *f = a->fast;
+    const int c_out = info->num_anchors * info->num_outputs;
+    const size_t out_item = (size_t)a->out_shape.h * (size_t)a->out_shape.w;
+    for (int b = 0; b < a->out_shape.n; b++) {
+        float *rows = a->out + (size_t)b * out_item;
+        const float *packed = f->packed;
+        for (int lvl = 0; lvl < a->n_in; lvl++) {
+            const yolo_shape si = a->in_shape[lvl];
+            const conv_geom g = level_geom(si, c_out);
+            const float *in = a->in[lvl] + (size_t)b * (size_t)si.c * (size_t)si.h * (size_t)si.w;
+            convf_conv2d(&g, in, packed, l->tensors[2 * lvl + 1]->data, YOLO_ACT_NONE, 0.0f,
+                         a->scratch, f->kernel, f->pool, f->scratch);
+            const size_t hw = (size_t)si.h * (size_t)si.w;
+            sigmoid_job sj = {f->isa, a->scratch};
+            tpool_for(f->pool, (size_t)c_out * hw, sigmoid_range, &sj);
+            decode_job j = {info, lvl, si.h, si.w, (hw + DECODE_CHUNK - 1) / DECODE_CHUNK,
+                            a->scratch, rows};
+            tpool_for(f->pool, (size_t)info->num_anchors * j.chunks, decode_range, &j);
+            rows += (size_t)info->num_anchors * hw * (size_t)info->num_outputs;
+            packed += convf_packed_span(c_out, (size_t)si.c);
+        }
+    }
+}
+
 static void detect_run(const op_args *a)
 {
+    if (a->fast && a->fast->packed && a->fast->kernel) {
+        detect_run_fast(a);
+        return;
+    }
     const yolo_model_info *info = &a->model->info;
     const model_layer *l = a->layer;
     const int c_out = info->num_anchors * info->num_outputs;

@@ -9,13 +9,17 @@
  * Fast path: a separable max, per channel: first over each window's columns
  * for every input row (into scratch, H x OW), then over each window's rows;
  * the second pass runs along contiguous rows. 2k compares per output instead
- * of k*k, which matters for SP's 9x9 and 13x13. The reference visits every
- * window element with bounds checks.
+ * of k*k, which matters for SP's 9x9 and 13x13. With the FAST backend the
+ * order is turned around (rows first into a W-float buffer per thread, then
+ * along the row) so output rows of all planes split over the pool's threads
+ * with no shared scratch. The reference visits every window element with
+ * bounds checks.
  *
  * FLOPs: one per compare, counted as k*k per output element for both paths
  * (the work of the plain algorithm), plus one per element for an activation.
  */
 #include <math.h>
+#include <stddef.h>
 
 #include "internal.h"
 
@@ -139,10 +143,95 @@ static void pool_plane(const pool_geom *g, const float *in, int h, int w, float 
     }
 }
 
+/* One output row from the column maxima t (W floats, the max over the
+ * row's vertical window): windows entirely inside the row in one
+ * branch-free loop per tap (vectorizes for stride 1), the clipped ones at
+ * either end through window(). */
+static void pool_row_horizontal(const pool_geom *g, const float *t, int w, float *o, int ow)
+{
+    int in_lo = (g->p + g->s - 1) / g->s;         /* first ox with ox*s - p >= 0 */
+    int in_hi = w - g->k + g->p < 0 ? 0 : (w - g->k + g->p) / g->s + 1; /* ox*s-p+k <= w */
+    if (in_hi > ow)
+        in_hi = ow;
+    if (in_lo > in_hi)
+        in_lo = in_hi;
+    for (int ox = 0; ox < ow; ox++) {
+        if (ox == in_lo && in_lo < in_hi) {
+            const float *base = t + ((ptrdiff_t)in_lo * g->s - g->p);
+            for (int x = in_lo; x < in_hi; x++)
+                o[x] = base[(ptrdiff_t)(x - in_lo) * g->s];
+            for (int d = 1; d < g->k; d++)
+                for (int x = in_lo; x < in_hi; x++)
+                    o[x] = max2(o[x], base[(ptrdiff_t)(x - in_lo) * g->s + d]);
+            ox = in_hi - 1;
+            continue;
+        }
+        int lo, hi;
+        window(g, ox, w, &lo, &hi);
+        float m = t[lo];
+        for (int x = lo + 1; x < hi; x++)
+            m = max2(m, t[x]);
+        o[ox] = m;
+    }
+}
+
+/* Output rows [r0, r1) of one plane: the max over each row window first
+ * (into t, W floats), then along the row. */
+static void pool_plane_rows(const pool_geom *g, const float *in, int h, int w, float *out, int r0,
+                            int r1, int ow, float *t)
+{
+    for (int oy = r0; oy < r1; oy++) {
+        int lo, hi;
+        window(g, oy, h, &lo, &hi);
+        const float *src = in + (size_t)lo * (size_t)w;
+        for (int x = 0; x < w; x++)
+            t[x] = src[x];
+        for (int y = lo + 1; y < hi; y++) {
+            src = in + (size_t)y * (size_t)w;
+            for (int x = 0; x < w; x++)
+                t[x] = max2(t[x], src[x]);
+        }
+        pool_row_horizontal(g, t, w, out + (size_t)oy * (size_t)ow, ow);
+    }
+}
+
+typedef struct {
+    const op_args *a;
+    pool_geom g;
+} pool_job;
+
+/* Items are output rows of all planes (item = plane * OH + row), so small
+ * late layers with few planes still split evenly; t is the thread's slice
+ * of the FAST backend's per-thread scratch. */
+static void pool_range(void *arg, size_t begin, size_t end, int tid)
+{
+    const pool_job *j = arg;
+    const op_args *a = j->a;
+    const yolo_shape si = a->in_shape[0], so = a->out_shape;
+    const size_t in_plane = (size_t)si.h * (size_t)si.w, out_plane = (size_t)so.h * (size_t)so.w;
+    float *t = a->fast->scratch + (size_t)tid * convf_thread_scratch_floats();
+    size_t i = begin;
+    while (i < end) {
+        size_t p = i / (size_t)so.h;
+        int r0 = (int)(i % (size_t)so.h);
+        int r1 = (size_t)so.h - (size_t)r0 < end - i ? so.h : r0 + (int)(end - i);
+        float *out = a->out + p * out_plane;
+        pool_plane_rows(&j->g, a->in[0] + p * in_plane, si.h, si.w, out, r0, r1, so.w, t);
+        apply_activation(out + (size_t)r0 * (size_t)so.w, (size_t)(r1 - r0) * (size_t)so.w,
+                         a->layer->act, a->layer->alpha);
+        i += (size_t)(r1 - r0);
+    }
+}
+
 static void pool_run(const op_args *a)
 {
     const pool_geom g = layer_pool(a->layer);
     const yolo_shape si = a->in_shape[0], so = a->out_shape;
+    if (a->fast && a->fast->scratch && (size_t)si.w <= convf_thread_scratch_floats()) {
+        pool_job j = {a, g};
+        tpool_for(a->fast->pool, (size_t)so.n * (size_t)so.c * (size_t)so.h, pool_range, &j);
+        return;
+    }
     const size_t in_plane = (size_t)si.h * (size_t)si.w, out_plane = (size_t)so.h * (size_t)so.w;
     const size_t planes = (size_t)si.n * (size_t)si.c;
     for (size_t p = 0; p < planes; p++) {

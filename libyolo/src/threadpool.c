@@ -178,3 +178,32 @@ void tpool_free(yolo_pool *pool)
     free(pool->threads);
     free(pool);
 }
+
+/* ---- static range split -------------------------------------------------------- */
+
+typedef struct {
+    size_t n;
+    tpool_range_fn fn;
+    void *arg;
+} range_job;
+
+static void range_worker(void *arg, int tid, int nthreads)
+{
+    const range_job *j = arg;
+    size_t begin = j->n * (size_t)tid / (size_t)nthreads;
+    size_t end = j->n * (size_t)(tid + 1) / (size_t)nthreads;
+    if (begin < end)
+        j->fn(j->arg, begin, end, tid);
+}
+
+void tpool_for(yolo_pool *pool, size_t n, tpool_range_fn fn, void *arg)
+{
+    if (n == 0)
+        return;
+    if (!pool || pool->n == 1 || n == 1) {
+        fn(arg, 0, n, 0);
+        return;
+    }
+    range_job j = {n, fn, arg};
+    tpool_run(pool, range_worker, &j);
+}
