@@ -401,7 +401,7 @@ static int write_memory(bench_run *r)
     if (open_csv(r, &f, "memory_phases.csv",
                  "phase,start_s,end_s,peak_rss_bytes_vmhwm,peak_reset_at_start,"
                  "peak_rss_bytes_sampled,library_arena_bytes,library_scratch_bytes,"
-                 "library_weight_bytes") != 0)
+                 "library_weight_bytes,library_packed_weight_bytes") != 0)
         return -1;
     for (int i = 0; i < r->nphases; i++) {
         const mem_phase *p = &r->phases[i];
@@ -412,9 +412,10 @@ static int write_memory(bench_run *r)
         bw_printf(&f, ",%s,", p->reset_ok ? "true" : "false");
         if (p->sampled_peak)
             bw_printf(&f, "%llu", (unsigned long long)p->sampled_peak);
-        bw_printf(&f, ",%llu,%llu,%llu\n", (unsigned long long)r->ctxmem.arena_bytes,
+        bw_printf(&f, ",%llu,%llu,%llu,%llu\n", (unsigned long long)r->ctxmem.arena_bytes,
                   (unsigned long long)r->ctxmem.scratch_bytes,
-                  (unsigned long long)r->ctxmem.weight_bytes);
+                  (unsigned long long)r->ctxmem.weight_bytes,
+                  (unsigned long long)r->ctxmem.packed_weight_bytes);
     }
     return commit(r, &f);
 }
@@ -666,6 +667,7 @@ static void summary_memory_counters(json_writer *j, const bench_run *r)
     jw_kuint(j, "library_arena_bytes", r->ctxmem.arena_bytes);
     jw_kuint(j, "library_scratch_bytes", r->ctxmem.scratch_bytes);
     jw_kuint(j, "library_weight_bytes", r->ctxmem.weight_bytes);
+    jw_kuint(j, "library_packed_weight_bytes", r->ctxmem.packed_weight_bytes);
     int hw = r->hw.available;
     double ipc = hw && r->hw.cycles ? (double)r->hw.instructions / (double)r->hw.cycles : NAN;
     jw_knum(j, "cycles_main_thread", hw ? (double)r->hw.cycles : NAN);

@@ -147,9 +147,12 @@ static void print_memory_counters(const bench_run *r, FILE *f)
             fprintf(f, " %s %.1f MiB%s", r->phases[i].name,
                     (double)r->phases[i].vmhwm / 1048576.0,
                     r->phases[i].reset_ok ? "" : " (cumulative)");
-    fprintf(f, "; library: arena %.1f MiB, scratch %.1f MiB, weights %.1f MiB\n",
+    fprintf(f,
+            "; library: arena %.1f MiB, scratch %.1f MiB, weights %.1f MiB mapped"
+            " + %.1f MiB packed for the kernels\n",
             (double)r->ctxmem.arena_bytes / 1048576.0, (double)r->ctxmem.scratch_bytes / 1048576.0,
-            (double)r->ctxmem.weight_bytes / 1048576.0);
+            (double)r->ctxmem.weight_bytes / 1048576.0,
+            (double)r->ctxmem.packed_weight_bytes / 1048576.0);
     if (r->hw.available)
         fprintf(f, "Counters (main thread): %llu cycles, %llu instructions, IPC %.2f\n",
                 (unsigned long long)r->hw.cycles, (unsigned long long)r->hw.instructions,

@@ -327,6 +327,19 @@ static int letterbox_batch(step_ctx *sc, batch_buf *bb)
     return 0;
 }
 
+/* The library's memory as reported for the largest shape planned so far
+ * (the arena grows with the batch and the canvas). */
+static void note_library_memory(yolo_ctx_memory *seen, const yolo_ctx_memory *now)
+{
+    if (now->arena_bytes > seen->arena_bytes)
+        seen->arena_bytes = now->arena_bytes;
+    if (now->scratch_bytes > seen->scratch_bytes)
+        seen->scratch_bytes = now->scratch_bytes;
+    if (now->packed_weight_bytes > seen->packed_weight_bytes)
+        seen->packed_weight_bytes = now->packed_weight_bytes;
+    seen->weight_bytes = now->weight_bytes;
+}
+
 /* to_tensor and the forward pass; the layer records of a layer-timed pass
  * are written out after the forward's clock has stopped. */
 static int forward_batch(step_ctx *sc, batch_buf *bb, pass_rec *pr, yolo_ctx *ctx)
@@ -351,6 +364,7 @@ static int forward_batch(step_ctx *sc, batch_buf *bb, pass_rec *pr, yolo_ctx *ct
     if (yolo_ctx_memory_info(ctx, &cm) == YOLO_OK) {
         pr->flops += cm.flops;
         sv_push(&r->fwd_flops_per_image[pr->kind], (double)cm.flops / bb->n);
+        note_library_memory(&r->ctxmem, &cm);
     }
     if (pr->kind == PASS_LAYERS)
         flush_layers(r, pr->index, sc->batch, t0, t1);

@@ -1,7 +1,8 @@
 /*
  * Tests of graph planning and execution (libyolo/src/graph.c) and the
  * detect pipeline glue (detect.c) on models written by test/modelgen.h:
- * planning errors, the arena plan's invariants, memory reuse giving the same
+ * planning errors, the arena plan's invariants (Concat members aliased into
+ * their Concat's memory included), memory reuse giving the same
  * results as keeping every output and as the naive REFERENCE backend, the
  * per-layer callback and cancelling, batching, re-planning.
  */
@@ -125,34 +126,186 @@ static void test_plan_errors(void **state)
     assert_int_equal(yolo_ctx_create(full, &bad, &c), YOLO_ERR_INVALID_ARG);
 }
 
-/* The plan checked from first principles: every output fits the arena, is
- * aligned, and outputs alive at the same time never share bytes. */
-static void check_plan(const yolo_ctx *c)
+/* ---- the plan checked from first principles -------------------------------- */
+
+/* Step of the last use of layer i's output, from the graph alone: its last
+ * consumer's step (layer j runs at step j + 1); the Detect output, and every
+ * output when all are kept, to the end (n + 1). */
+static int true_last(const yolo_ctx *c, int i)
 {
     const yolo_model *m = c->model;
-    int n = m->n_layers;
-    for (int i = 0; i < n; i++) {
-        const layer_plan *p = &c->plan[i];
-        assert_int_equal(p->offset % 64, 0);
-        assert_true(p->bytes >= shape_elems(p->shape) * sizeof(float));
-        assert_true(p->offset + p->bytes <= c->arena_bytes);
-        /* Alive from its own step to every consumer's step. */
-        int last = i == n - 1 ? n + 1 : i + 1;
-        for (int j = i + 1; j < n; j++)
-            for (int k = 0; k < m->layers[j].n_inputs; k++)
-                if (m->layers[j].inputs[k] == i && j + 1 > last)
-                    last = j + 1;
-        assert_int_equal(p->first, i + 1);
-        assert_true(p->last >= last);
-    }
-    for (int i = 0; i < n; i++)
-        for (int j = i + 1; j < n; j++) {
-            const layer_plan *a = &c->plan[i], *b = &c->plan[j];
-            int alive_together = a->first <= b->last && b->first <= a->last;
-            int share = a->offset < b->offset + b->bytes && b->offset < a->offset + a->bytes;
-            if (alive_together && share)
-                fail_msg("layers %d and %d are alive together but share arena bytes", i, j);
+    int n = m->n_layers, last = i + 1;
+    if (i == n - 1 || c->keep_all)
+        return n + 1;
+    for (int j = i + 1; j < n; j++)
+        for (int k = 0; k < m->layers[j].n_inputs; k++)
+            if (m->layers[j].inputs[k] == i && j + 1 > last)
+                last = j + 1;
+    return last;
+}
+
+/* 1 when a is b or a Concat that (directly or through nested Concats)
+ * holds b in its memory. */
+static int holds(const yolo_ctx *c, int a, int b)
+{
+    for (int x = b; x >= 0; x = c->plan[x].alias_of)
+        if (x == a)
+            return 1;
+    return 0;
+}
+
+static int top_of(const yolo_ctx *c, int i)
+{
+    while (c->plan[i].alias_of >= 0)
+        i = c->plan[i].alias_of;
+    return i;
+}
+
+static size_t elem_bytes(yolo_shape s)
+{
+    return shape_elems(s) * sizeof(float);
+}
+
+/* An aliased layer i: its parent is a Concat without activation that lists
+ * i exactly once, as input k; i lies in the parent's memory at the byte
+ * offset of channel slice k (the sizes of inputs 0..k-1, from the shapes),
+ * and the parent skips copying slice k. */
+static int alias_problem(const yolo_ctx *c, int i, char *msg, size_t cap)
+{
+    const layer_plan *p = &c->plan[i];
+    int j = p->alias_of;
+    if (c->batch != 1 || c->params.backend == YOLO_BACKEND_REFERENCE || j <= i ||
+        j >= c->model->n_layers)
+        return snprintf(msg, cap, "layer %d aliased into %d (batch %d, backend %d)", i, j,
+                        c->batch, (int)c->params.backend);
+    const model_layer *cat = &c->model->layers[j];
+    if (cat->type != LAYER_CONCAT || cat->act != YOLO_ACT_NONE)
+        return snprintf(msg, cap, "layer %d aliased into %d, not a plain Concat", i, j);
+    yolo_shape input = {c->batch, 3, c->height, c->width};
+    size_t off = 0, at = 0;
+    int found = 0;
+    for (int k = 0; k < cat->n_inputs; k++) {
+        int q = cat->inputs[k];
+        if (q == i) {
+            found++;
+            at = off;
+            if (!(c->plan[j].in_place & (1u << k)))
+                return snprintf(msg, cap, "Concat %d copies slice %d over layer %d", j, k, i);
         }
+        off += elem_bytes(q < 0 ? input : c->plan[q].shape);
+    }
+    if (found != 1)
+        return snprintf(msg, cap, "layer %d aliased into %d, which lists it %d times", i, j,
+                        found);
+    if (p->offset != c->plan[j].offset + at || at + p->bytes > c->plan[j].bytes)
+        return snprintf(msg, cap, "layer %d at %zu, its slice of Concat %d is at %zu + %zu", i,
+                        p->offset, j, c->plan[j].offset, at);
+    return 0;
+}
+
+/* A Concat's in_place bits name only inputs that really write their slice. */
+static int in_place_problem(const yolo_ctx *c, int j, char *msg, size_t cap)
+{
+    const model_layer *cat = &c->model->layers[j];
+    for (int k = 0; k < 32; k++) {
+        if (!(c->plan[j].in_place & (1u << k)))
+            continue;
+        if (k >= cat->n_inputs || cat->inputs[k] < 0 || c->plan[cat->inputs[k]].alias_of != j)
+            return snprintf(msg, cap, "Concat %d skips copying input %d, not written in place",
+                            j, k);
+    }
+    return 0;
+}
+
+/* Each output fits the arena, is aligned, lives at least from its step to
+ * its last use, and sits where its aliasing (if any) says. */
+static int layer_problem(const yolo_ctx *c, int i, char *msg, size_t cap)
+{
+    const layer_plan *p = &c->plan[i];
+    if (p->offset % 64 != 0 || p->bytes < elem_bytes(p->shape) ||
+        p->offset + p->bytes > c->arena_bytes)
+        return snprintf(msg, cap, "layer %d: offset %zu, %zu bytes, arena %zu", i, p->offset,
+                        p->bytes, c->arena_bytes);
+    if (p->first != i + 1 || p->last < true_last(c, i))
+        return snprintf(msg, cap, "layer %d lives %d..%d, needs %d..%d", i, p->first, p->last,
+                        i + 1, true_last(c, i));
+    if (p->alias_of >= 0 && alias_problem(c, i, msg, cap))
+        return 1;
+    if (p->root != top_of(c, i))
+        return snprintf(msg, cap, "layer %d: root %d, its outermost Concat is %d", i, p->root,
+                        top_of(c, i));
+    return in_place_problem(c, i, msg, cap);
+}
+
+/* Two outputs sharing bytes: fine only when one holds the other (checked at
+ * its slice above); otherwise their groups (a Concat with every layer in its
+ * memory, or a lone layer) must not be alive together, a group being alive
+ * from its first member's step to its last member's last use. An output
+ * reported intact must not be overwritten by any later layer but the
+ * Concats that hold it. */
+static int pair_problem(const yolo_ctx *c, const int *gfirst, const int *glast, int i, int j,
+                        char *msg, size_t cap)
+{
+    const layer_plan *a = &c->plan[i], *b = &c->plan[j];
+    int share = a->offset < b->offset + b->bytes && b->offset < a->offset + a->bytes;
+    if (!share || holds(c, i, j) || holds(c, j, i))
+        return 0;
+    if (a->intact)
+        return snprintf(msg, cap, "layer %d is reported intact but layer %d writes over it", i,
+                        j);
+    int ti = top_of(c, i), tj = top_of(c, j);
+    if (ti == tj)
+        return snprintf(msg, cap, "layers %d and %d share bytes inside Concat %d", i, j, ti);
+    if (gfirst[ti] <= glast[tj] && gfirst[tj] <= glast[ti])
+        return snprintf(msg, cap,
+                        "layers %d and %d share bytes while alive together (memory of %d "
+                        "used %d..%d, of %d %d..%d)",
+                        i, j, ti, gfirst[ti], glast[ti], tj, gfirst[tj], glast[tj]);
+    return 0;
+}
+
+/* What is wrong with c's plan (written to msg), or 0. */
+static int plan_problem(const yolo_ctx *c, char *msg, size_t cap)
+{
+    int n = c->model->n_layers, bad = 0;
+    int *gfirst = malloc((size_t)n * sizeof *gfirst), *glast = malloc((size_t)n * sizeof *glast);
+    for (int i = 0; i < n; i++) {
+        gfirst[i] = n + 2;
+        glast[i] = -1;
+    }
+    for (int i = 0; i < n && !bad; i++)
+        bad = layer_problem(c, i, msg, cap);
+    for (int i = 0; i < n && !bad; i++) {
+        int t = top_of(c, i);
+        gfirst[t] = i + 1 < gfirst[t] ? i + 1 : gfirst[t];
+        glast[t] = true_last(c, i) > glast[t] ? true_last(c, i) : glast[t];
+    }
+    for (int t = 0; t < n && !bad; t++)
+        if (glast[t] >= 0 && (c->plan[t].span_first > gfirst[t] || c->plan[t].span_last <
+                                                                      glast[t]))
+            bad = snprintf(msg, cap, "root %d planned for %d..%d, its members use it %d..%d", t,
+                           c->plan[t].span_first, c->plan[t].span_last, gfirst[t], glast[t]);
+    for (int i = 0; i < n && !bad; i++)
+        for (int j = i + 1; j < n && !bad; j++)
+            bad = pair_problem(c, gfirst, glast, i, j, msg, cap);
+    free(gfirst);
+    free(glast);
+    return bad;
+}
+
+static void check_plan(const yolo_ctx *c)
+{
+    char msg[256];
+    if (plan_problem(c, msg, sizeof msg))
+        fail_msg("bad plan: %s", msg);
+}
+
+static int aliased_layers(const yolo_ctx *c)
+{
+    int k = 0;
+    for (int i = 0; i < c->model->n_layers; i++)
+        k += c->plan[i].alias_of >= 0;
+    return k;
 }
 
 static void test_plan_invariants(void **state)
@@ -161,6 +314,7 @@ static void test_plan_invariants(void **state)
     yolo_ctx *c = make_ctx(YOLO_BACKEND_GEMM, 0);
     assert_int_equal(yolo_ctx_plan(c, 1, H, W), YOLO_OK);
     check_plan(c);
+    assert_true(aliased_layers(c) > 0); /* Concat aliasing is on by default */
     size_t sum = 0;
     for (int i = 0; i < full->n_layers; i++)
         sum += c->plan[i].bytes;
@@ -169,6 +323,105 @@ static void test_plan_invariants(void **state)
     yolo_shape d = c->plan[full->n_layers - 1].shape;
     assert_int_equal(d.h, 2 * (H / 8 * W / 8 + H / 16 * W / 16));
     assert_int_equal(d.w, 8);
+    /* Batch 2 (channel slices not contiguous) and REFERENCE alias nothing;
+     * keeping every output (aliased or not) leaves every output intact. */
+    assert_int_equal(yolo_ctx_plan(c, 2, H, W), YOLO_OK);
+    check_plan(c);
+    assert_int_equal(aliased_layers(c), 0);
+    yolo_ctx_free(c);
+    yolo_backend kinds[3] = {YOLO_BACKEND_GEMM, YOLO_BACKEND_FAST, YOLO_BACKEND_REFERENCE};
+    for (int k = 0; k < 3; k++) {
+        c = make_ctx(kinds[k], 1);
+        assert_int_equal(yolo_ctx_plan(c, 1, 64, 64), YOLO_OK);
+        check_plan(c);
+        assert_true(kinds[k] == YOLO_BACKEND_REFERENCE ? aliased_layers(c) == 0
+                                                       : aliased_layers(c) > 0);
+        for (int i = 0; i < full->n_layers; i++)
+            assert_int_equal(c->plan[i].intact, 1);
+        yolo_ctx_free(c);
+    }
+}
+
+/* Expects plan_problem to report a message containing want. */
+static void expect_problem(const yolo_ctx *c, const char *want, const char *what)
+{
+    char msg[256];
+    if (!plan_problem(c, msg, sizeof msg))
+        fail_msg("check_plan missed: %s", what);
+    if (!strstr(msg, want))
+        fail_msg("%s: reported \"%s\", expected \"%s\"", what, msg, want);
+}
+
+/* c (aliased, planned at 64x64) predicts bit for bit what a ctx that
+ * copies every Concat input predicts. */
+static void assert_alias_equals_copying(yolo_ctx *c)
+{
+    float *x = random_input(1, 64, 64, 11);
+    yolo_ctx *copying = make_ctx(YOLO_BACKEND_GEMM, 0);
+    copying->concat_in_place = 0;
+    forward_ok(c, x, 1, 64, 64);
+    forward_ok(copying, x, 1, 64, 64);
+    assert_int_equal(aliased_layers(copying), 0);
+    const float *p1, *p2;
+    int r1, c1, r2, c2;
+    assert_int_equal(yolo_predictions(c, 0, &p1, &r1, &c1), YOLO_OK);
+    assert_int_equal(yolo_predictions(copying, 0, &p2, &r2, &c2), YOLO_OK);
+    assert_int_equal(r1, r2);
+    assert_memory_equal(p1, p2, (size_t)r1 * (size_t)c1 * sizeof *p1);
+    free(x);
+    yolo_ctx_free(copying);
+}
+
+/* check_plan has teeth: on the full model at 64x64 (every /8 plane a
+ * multiple of 16 floats, so layers 4, 5, 6 sit in Concat 7 and 7, 9 in
+ * Concat 10; layer 5 is also read by layer 17, long after Concat 10's last
+ * use), misplacing a member, copying over it, shortening its root's life or
+ * placing another layer in the root's memory while a member is alive are
+ * all caught; and the aliased run equals the copying one bit for bit. */
+static void test_plan_check_catches_alias_errors(void **state)
+{
+    (void)state;
+    yolo_ctx *c = make_ctx(YOLO_BACKEND_GEMM, 0);
+    assert_int_equal(yolo_ctx_plan(c, 1, 64, 64), YOLO_OK);
+    check_plan(c);
+    layer_plan *p = c->plan;
+    assert_int_equal(p[5].alias_of, 7);
+    assert_int_equal(p[7].alias_of, 10);
+    assert_int_equal(p[5].root, 10);
+    assert_true(p[14].alias_of < 0 && p[14].bytes == p[5].bytes);
+    size_t n = (size_t)full->n_layers * sizeof *p;
+    layer_plan *good = malloc(n);
+    memcpy(good, p, n);
+
+    p[5].offset += 64;
+    expect_problem(c, "its slice of Concat 7", "member moved by 64 bytes");
+    memcpy(p, good, n);
+    p[5].offset = p[7].offset;
+    expect_problem(c, "its slice of Concat 7", "member in its sibling's slice");
+    memcpy(p, good, n);
+    p[7].in_place &= ~(1u << 1);
+    expect_problem(c, "copies slice 1 over layer 5", "Concat copies over its member");
+    memcpy(p, good, n);
+    p[10].span_last = p[10].last;
+    expect_problem(c, "root 10 planned for", "root's life not extended to layer 5's");
+    memcpy(p, good, n);
+    /* Root freed at its own last use: layer 14 (steps 15..17) placed over
+     * layer 5 (read at step 18), or over the dead slice of layer 9. */
+    p[14].offset = p[5].offset;
+    p[5].intact = 0;
+    expect_problem(c, "layers 5 and 14 share bytes while alive together", "root freed early");
+    memcpy(p, good, n);
+    p[14].offset = p[10].offset;
+    p[9].intact = 0;
+    expect_problem(c, "layers 9 and 14 share bytes while alive together",
+                   "root's memory reused before its members are done");
+    memcpy(p, good, n);
+    p[14].offset = p[5].offset;
+    expect_problem(c, "layer 5 is reported intact", "intact output overwritten");
+    memcpy(p, good, n);
+    check_plan(c);
+    free(good);
+    assert_alias_equals_copying(c);
     yolo_ctx_free(c);
 }
 
@@ -187,6 +440,7 @@ static void test_plan_yolov7_tiny(void **state)
     assert_int_equal(yolo_ctx_create(m, NULL, &c), YOLO_OK);
     assert_int_equal(yolo_ctx_plan(c, 1, 640, 640), YOLO_OK);
     check_plan(c);
+    assert_true(aliased_layers(c) > 0);
     yolo_shape d = c->plan[m->n_layers - 1].shape;
     assert_int_equal(d.h, 25200);
     assert_int_equal(d.w, 85);
@@ -459,6 +713,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_plan_errors),
         cmocka_unit_test(test_plan_invariants),
+        cmocka_unit_test(test_plan_check_catches_alias_errors),
         cmocka_unit_test(test_plan_yolov7_tiny),
         cmocka_unit_test(test_reuse_matches_keep_all_and_reference),
         cmocka_unit_test(test_callback_and_cancel),

@@ -230,6 +230,7 @@ static yolo_status pack_all(yolo_ctx *c)
     if (!c->packed_layer || !c->packed)
         return yolo_fail(YOLO_ERR_NOMEM, "yolo_ctx_create: out of memory packing %zu weights",
                          total);
+    c->packed_bytes += total * sizeof(float);
     size_t off = 0;
     for (int i = 0; i < m->n_layers; i++) {
         const model_layer *l = &m->layers[i];
@@ -302,6 +303,9 @@ yolo_status yolo_ctx_create(const yolo_model *model, const yolo_ctx_params *para
     c->model = model;
     c->params = p;
     c->keep_all = p.backend == YOLO_BACKEND_REFERENCE || p.keep_layer_outputs;
+    /* Valid wherever plan_concat_aliases applies it (batch 1, not
+     * REFERENCE); members stay readable, so keep_all is unaffected. */
+    c->concat_in_place = 1;
     if (p.backend == YOLO_BACKEND_FAST) {
         yolo_status st = fast_setup(c);
         if (st != YOLO_OK) {
@@ -596,6 +600,7 @@ static int ensure_direct_packed(yolo_ctx *ctx, int i)
     ctx->wino_direct[i] = aligned_alloc(ARENA_ALIGN, align_up(n * sizeof(float), ARENA_ALIGN));
     if (!ctx->wino_direct[i])
         return 0;
+    ctx->packed_bytes += n * sizeof(float);
     convf_pack_weights(l->tensors[0]->data, l->c_out, conv_depth(l), ctx->wino_direct[i]);
     ctx->packed_layer[i] = ctx->wino_direct[i];
     return 1;
@@ -630,6 +635,7 @@ static yolo_status plan_winograd(yolo_ctx *ctx, yolo_shape input)
             if (!ctx->wino_packed[i])
                 return yolo_fail(YOLO_ERR_NOMEM, "out of memory for Winograd weights (%zu floats)",
                                  n);
+            ctx->packed_bytes += n * sizeof(float);
             wino_pack_weights(l->tensors[0]->data, g.c_out, g.c_in, ctx->wino_packed[i]);
         }
         ctx->wino_on[i] = 1;
@@ -699,6 +705,7 @@ yolo_status yolo_ctx_memory_info(const yolo_ctx *ctx, yolo_ctx_memory *out)
         return yolo_fail(YOLO_ERR_INVALID_ARG, "yolo_ctx_memory_info: NULL argument");
     memset(out, 0, sizeof *out);
     out->weight_bytes = ctx->model->info.weight_bytes;
+    out->packed_weight_bytes = ctx->packed_bytes;
     if (ctx->planned) {
         out->arena_bytes = ctx->arena_bytes;
         out->scratch_bytes = ctx->scratch_bytes;

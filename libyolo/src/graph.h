@@ -48,9 +48,9 @@ struct yolo_ctx {
     /* plan: valid when planned != 0 */
     int planned;
     int batch, height, width;
-    /* Plan Concat inputs into their slice (see graph.c). Off by default
-     * until test_graph's check_plan knows that members of a Concat share
-     * its memory by design; tools/perf_layers.c turns it on. */
+    /* Plan Concat inputs into their slice (see graph.c). On by default
+     * (it applies only at batch 1, not to REFERENCE); tests and
+     * tools/perf_layers.c turn it off to compare. */
     int concat_in_place;
     /* FAST: 1 = never use Winograd (for measurements and tests). */
     int winograd_off;
@@ -58,6 +58,7 @@ struct yolo_ctx {
     yolo_shape input_shape;     /* of the plan being made */
     layer_plan *plan;           /* n_layers entries, allocated at create */
     size_t arena_bytes, scratch_bytes;
+    size_t packed_bytes; /* weights packed for the FAST kernels, all layouts */
     uint64_t flops;
     float *arena;               /* 64-aligned, arena_cap bytes */
     size_t arena_cap;
