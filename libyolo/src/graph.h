@@ -41,8 +41,7 @@ struct yolo_ctx {
     const yolo_model *model;
     yolo_ctx_params params;
     /* Keep every layer's output (no memory reuse) so yolo_layer_output works
-     * for all layers. Set for the REFERENCE backend; when yolo_ctx_params
-     * grows a `keep_layer_outputs` field, set it from that in ctx_create. */
+     * for all layers: the REFERENCE backend, or params.keep_layer_outputs. */
     int keep_all;
 
     /* plan: valid when planned != 0 */
@@ -99,5 +98,29 @@ struct yolo_ctx {
     int dets_cap;
     int n_dets;
 };
+
+/* ---- shared by graph.c and graph_fast.c ----------------------------------- */
+
+#define ARENA_ALIGN 64
+#define MAX_THREADS 256 /* FAST backend pool size cap */
+
+static inline size_t align_up(size_t n, size_t a)
+{
+    return (n + a - 1) / a * a;
+}
+
+static inline int graph_is_conv(const model_layer *l)
+{
+    return l->type == LAYER_CONV || l->type == LAYER_CONV2D;
+}
+
+/* Grows a 64-aligned buffer; keeps the old one when it is big enough.
+ * 0 when out of memory. */
+int graph_ensure_buffer(float **buf, size_t *cap, size_t bytes);
+/* FAST: thread pool, kernel choice, per-thread scratch, packed weights. */
+yolo_status graph_fast_setup(yolo_ctx *c);
+/* FAST: picks the layers Winograd runs for this input shape, packs their
+ * weights (once), sizes their scratch. */
+yolo_status graph_fast_plan(yolo_ctx *ctx, yolo_shape input);
 
 #endif /* LIBYOLO_GRAPH_H */
