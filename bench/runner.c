@@ -855,9 +855,9 @@ static int make_raw_dir(bench_run *r)
 static void measure_machine(bench_run *r)
 {
     sysinfo_collect(&r->sys);
-    r->threads_used = r->o->threads > 0          ? r->o->threads
-                      : r->sys.blas_threads > 0 ? r->sys.blas_threads
-                                                : r->sys.cpus_allowed;
+    /* The library says how many threads its forward passes use. */
+    if (yolo_ctx_threads(r->ctx, &r->threads_used) != YOLO_OK)
+        r->threads_used = r->o->threads > 0 ? r->o->threads : r->sys.cpus_allowed;
     if (r->threads_used < 1)
         r->threads_used = 1;
     r->fma_peak = fma_peak_gflops(r->threads_used, 0.1, r->fma_isa, sizeof r->fma_isa);

@@ -224,6 +224,10 @@ yolo_status yolo_ctx_create(const yolo_model *model, const yolo_ctx_params *para
                             yolo_ctx **out);
 void yolo_ctx_free(yolo_ctx *ctx);
 
+/* Threads this ctx's forward passes use: the FAST backend's own pool, the
+ * OpenBLAS thread count for GEMM, 1 for REFERENCE. */
+yolo_status yolo_ctx_threads(const yolo_ctx *ctx, int *threads);
+
 /* Plans activation memory for one input shape (done by yolo_forward when the
  * shape changes; call it ahead to keep allocation out of timed runs). */
 yolo_status yolo_ctx_plan(yolo_ctx *ctx, int batch, int height, int width);

@@ -308,6 +308,34 @@ static int aliased_layers(const yolo_ctx *c)
     return k;
 }
 
+/* The thread count a ctx reports is the one its backend uses. */
+static void test_ctx_threads(void **state)
+{
+    (void)state;
+    const int want[] = {1, 3};
+    for (int k = 0; k < 2; k++) {
+        yolo_ctx_params p = yolo_ctx_default_params();
+        p.threads = want[k];
+        yolo_ctx *c = NULL;
+        assert_int_equal(yolo_ctx_create(full, &p, &c), YOLO_OK);
+        int t = 0;
+        assert_int_equal(yolo_ctx_threads(c, &t), YOLO_OK);
+        assert_int_equal(t, want[k]);
+        yolo_ctx_free(c);
+    }
+    yolo_ctx *c = make_ctx(YOLO_BACKEND_REFERENCE, 0);
+    int t = 0;
+    assert_int_equal(yolo_ctx_threads(c, &t), YOLO_OK);
+    assert_int_equal(t, 1);
+    assert_int_equal(yolo_ctx_threads(c, NULL), YOLO_ERR_INVALID_ARG);
+    yolo_ctx_free(c);
+    c = make_ctx(YOLO_BACKEND_FAST, 0); /* threads 0: one per online CPU */
+    assert_int_equal(yolo_ctx_threads(c, &t), YOLO_OK);
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    assert_int_equal(t, cpus < 1 ? 1 : cpus > 256 ? 256 : (int)cpus);
+    yolo_ctx_free(c);
+}
+
 static void test_plan_invariants(void **state)
 {
     (void)state;
@@ -712,6 +740,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_plan_errors),
+        cmocka_unit_test(test_ctx_threads),
         cmocka_unit_test(test_plan_invariants),
         cmocka_unit_test(test_plan_check_catches_alias_errors),
         cmocka_unit_test(test_plan_yolov7_tiny),

@@ -29,8 +29,9 @@
 
 #include "graph.h"
 
-/* OpenBLAS's own entry point; declared here to avoid including cblas.h. */
+/* OpenBLAS's own entry points; declared here to avoid including cblas.h. */
 void openblas_set_num_threads(int num_threads);
+int openblas_get_num_threads(void);
 
 #define MAX_BATCH 4096
 #define MAX_SIDE 65536
@@ -488,6 +489,24 @@ yolo_status yolo_ctx_plan(yolo_ctx *ctx, int batch, int height, int width)
     if (!ctx)
         return yolo_fail(YOLO_ERR_INVALID_ARG, "yolo_ctx_plan: ctx is NULL");
     return plan(ctx, batch, height, width);
+}
+
+yolo_status yolo_ctx_threads(const yolo_ctx *ctx, int *threads)
+{
+    yolo_clear_error();
+    if (!ctx || !threads)
+        return yolo_fail(YOLO_ERR_INVALID_ARG, "yolo_ctx_threads: NULL argument");
+    switch (ctx->params.backend) {
+    case YOLO_BACKEND_FAST:
+        *threads = tpool_threads(ctx->pool);
+        break;
+    case YOLO_BACKEND_GEMM:
+        *threads = ctx->params.threads > 0 ? ctx->params.threads : openblas_get_num_threads();
+        break;
+    default:
+        *threads = 1;
+    }
+    return YOLO_OK;
 }
 
 yolo_status yolo_ctx_memory_info(const yolo_ctx *ctx, yolo_ctx_memory *out)
