@@ -26,6 +26,7 @@ static const shape_case cases[] = {
     {37, 7, 5, 33, 1, 1, 0},    /* pointwise, channel tail of 1 */
     {130, 11, 9, 17, 3, 1, 1},  /* depth 1170: ten k slices */
     {300, 6, 7, 9, 1, 1, 0},    /* pointwise depth 300: k slice tail */
+    {300, 10, 20, 9, 1, 1, 0},  /* pointwise read in place (4 full tiles), k tail */
     {5, 12, 10, 7, 3, 2, 0},    /* pad 0, stride 2 */
     {4, 5, 60, 12, 1, 2, 0},    /* 1x1 stride 2 */
     {6, 8, 9, 10, 5, 1, 2},     /* 5x5 pad 2 */

@@ -212,6 +212,7 @@ static void run_block(const conv_job *j, int t0, int t1, int q0, int q1, float *
 {
     const conv_geom *g = j->g;
     const int pointwise = g->k == 1 && g->stride == 1 && g->pad == 0;
+    const size_t plane = (size_t)g->h * (size_t)g->w;
     tile_group tg;
     convf_tile t;
     t.ldc = j->n_pix;
@@ -225,11 +226,16 @@ static void run_block(const conv_job *j, int t0, int t1, int q0, int q1, float *
             tg.n_valid[i] = j->n_pix - p0 < CONVF_NR ? (int)(j->n_pix - p0) : CONVF_NR;
             tg.ns[i] = pointwise ? 0 : tile_segments(g, p0, tg.n_valid[i], tg.seg[i]);
         }
+        /* A 1x1 layer's full tiles are read in place: B row k is 48
+         * consecutive floats of input plane k. (The last tile of a layer
+         * may be partial: its group is copied, zero-padded.) */
+        const int in_place = pointwise && tg.n_valid[tg.n - 1] == CONVF_NR;
+        t.ldb = in_place ? plane : CONVF_NR;
         for (size_t k0 = 0; k0 < j->k_total; k0 += CONVF_KC) {
             int kc = j->k_total - k0 < CONVF_KC ? (int)(j->k_total - k0) : CONVF_KC;
-            if (pointwise)
+            if (pointwise && !in_place)
                 copy_group(g, j->in, &tg, (int)k0, kc, panels);
-            else
+            else if (!pointwise)
                 gather_group(g, j->in, &tg, (int)k0, kc, panels, j->copy2);
             t.kc = kc;
             t.first = k0 == 0;
@@ -241,7 +247,8 @@ static void run_block(const conv_job *j, int t0, int t1, int q0, int q1, float *
                 t.bias = j->bias ? j->bias + co : NULL;
                 for (int i = 0; i < tg.n; i++) {
                     t.n_valid = tg.n_valid[i];
-                    t.b = panels + (size_t)i * CONVF_KC * CONVF_NR;
+                    t.b = in_place ? j->in + k0 * plane + tg.p0 + (size_t)i * CONVF_NR
+                                   : panels + (size_t)i * CONVF_KC * CONVF_NR;
                     t.c = j->out + (size_t)co * j->n_pix + tg.p0 + (size_t)i * CONVF_NR;
                     j->kernel(&t);
                 }
@@ -337,7 +344,7 @@ void convf_kernel_generic(const convf_tile *t)
         for (int j = 0; j < CONVF_NR; j++)
             acc[m][j] = 0.0f;
     for (int k = 0; k < t->kc; k++) {
-        const float *a = t->a + (size_t)k * CONVF_MR, *b = t->b + (size_t)k * CONVF_NR;
+        const float *a = t->a + (size_t)k * CONVF_MR, *b = t->b + (size_t)k * t->ldb;
         for (int m = 0; m < CONVF_MR; m++)
             for (int j = 0; j < CONVF_NR; j++)
                 acc[m][j] += a[m] * b[j];

@@ -123,20 +123,24 @@ void tpool_for(yolo_pool *pool, size_t n, tpool_range_fn fn, void *arg);
  * slice of CONVF_KC rows of the im2col matrix. */
 #define CONVF_MR 8
 #define CONVF_NR 48
-#define CONVF_KC 128
+#ifndef CONVF_KC
+#define CONVF_KC 128 /* -D for experiments */
+#endif
 #ifndef CONVF_GROUP
 #define CONVF_GROUP 4 /* tiles gathered together (-D for experiments) */
 #endif
 
-/* One microkernel call: C[m][j] (+)= sum_k a[k*MR + m] * b[k*NR + j] over
- * k < kc, for m < m_valid, j < n_valid; row m of C at c + m*ldc. first:
- * start from bias (0 if NULL) instead of loading C; last: apply the
+/* One microkernel call: C[m][j] (+)= sum_k a[k*MR + m] * b[k*ldb + j] over
+ * k < kc, for m < m_valid, j < n_valid; row m of C at c + m*ldc. The kernel
+ * reads all CONVF_NR columns of every b row (ldb = CONVF_NR for a gathered
+ * panel; the plane size when a 1x1 layer's full tile is read in place).
+ * first: start from bias (0 if NULL) instead of loading C; last: apply the
  * activation and store. */
 typedef struct {
     int kc, m_valid, n_valid, first, last;
     const float *a, *b, *bias;
     float *c;
-    size_t ldc;
+    size_t ldb, ldc;
     yolo_activation act;
     float alpha;
 } convf_tile;

@@ -136,7 +136,7 @@ TARGET_AVX2 static void block_4x24(const convf_tile *t, int r0, int j0)
     INIT_ROW(2);
     INIT_ROW(3);
     const float *a = t->a + r0, *b = t->b + j0;
-    for (int k = 0; k < t->kc; k++, a += CONVF_MR, b += CONVF_NR) {
+    for (int k = 0; k < t->kc; k++, a += CONVF_MR, b += t->ldb) {
         const __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8),
                      b2 = _mm256_loadu_ps(b + 16);
         FMA_ROW(0);

@@ -5,8 +5,8 @@
  * only after checking the CPU (__builtin_cpu_supports).
  *
  * Tile: CONVF_MR = 8 output channels x CONVF_NR = 48 pixels = 8 x 3 zmm
- * accumulators (24 of the 32 registers). Per k: three loads of the B panel
- * row and eight broadcast weights, 24 FMAs.
+ * accumulators (24 of the 32 registers). Per k: three loads of the B row
+ * (ldb floats apart) and eight broadcast weights, 24 FMAs.
  *
  * exp for SiLU: n = round(t / ln 2), r = t - n ln 2 (two-part ln 2, so r is
  * accurate), e^r by its degree-7 Taylor polynomial (|r| <= 0.347: truncation
@@ -141,7 +141,7 @@ TARGET_AVX512 void convf_kernel_avx512(const convf_tile *t)
     INIT_ROW(6);
     INIT_ROW(7);
     const float *a = t->a, *b = t->b;
-    for (int k = 0; k < t->kc; k++, a += CONVF_MR, b += CONVF_NR) {
+    for (int k = 0; k < t->kc; k++, a += CONVF_MR, b += t->ldb) {
         const __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16),
                      b2 = _mm512_loadu_ps(b + 32);
         FMA_ROW(0);
