@@ -261,6 +261,14 @@ void convf_conv2d(const conv_geom *g, const float *in, const float *packed, cons
                   yolo_pool *pool, float *scratch);
 
 /* Winograd F(4x4,3x3) for 3x3 stride-1 convolutions (winograd.c). */
+/* Its AVX-512 transforms (winograd_avx512.c; only after a CPU check): the
+ * input of channels [ci0, ci1) and the output of [co0, co0+n_co) for the
+ * nt tiles from t0 of one block (layouts in winograd.c). */
+void wino_input_avx512(const conv_geom *g, const float *in, int tiles_x, int t0, int nt,
+                       int ci0, int ci1, float *v);
+void wino_output_avx512(const conv_geom *g, const float *m, size_t xi_stride, int tiles_x,
+                        int t0, int nt, int co0, int n_co, const float *bias,
+                        yolo_activation act, float alpha, float *out);
 /* 1 if g is a 3x3 stride-1 convolution where Winograd is faster. */
 int wino_worthwhile(const conv_geom *g);
 /* The shape-free part of that: a layer that may run through Winograd. */

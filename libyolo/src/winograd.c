@@ -27,9 +27,10 @@
  * Items are blocks x ranges of output-channel panels; when blocks are few
  * (small layers) and panels are split, every block's V is made once
  * beforehand in a buffer the threads share instead of once per item.
- * Transforms run on 16 tiles at a time as plain loops over 16 lanes that
- * the compiler vectorizes; they are compiled a second time with AVX-512
- * enabled for CPUs that have it.
+ * Transforms run on 16 tiles at a time: with AVX-512 in registers, loading
+ * and storing whole image rows (winograd_avx512.c); otherwise as plain
+ * loops over 16 lanes that the compiler vectorizes (compiled a second time
+ * for AVX2).
  *
  * Accuracy: the transforms add and scale by up to 8 (A) and 5 (B), so the
  * rounding error grows by a bounded factor over the direct sum (measured
@@ -310,16 +311,7 @@ static void output_block_generic(const out_block *b)
 }
 
 #if defined(__x86_64__) || defined(__i386__)
-#define TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,fma")))
 #define TARGET_AVX2 __attribute__((target("avx2,fma")))
-TARGET_AVX512 static void input_block_avx512(const in_block *b)
-{
-    input_block_body(b);
-}
-TARGET_AVX512 static void output_block_avx512(const out_block *b)
-{
-    output_block_body(b);
-}
 TARGET_AVX2 static void input_block_avx2(const in_block *b)
 {
     input_block_body(b);
@@ -334,7 +326,7 @@ static void input_block(convf_isa isa, const in_block *b)
 {
 #if defined(__x86_64__) || defined(__i386__)
     if (isa == CONVF_ISA_AVX512)
-        input_block_avx512(b);
+        wino_input_avx512(b->g, b->in, b->tiles_x, b->t0, b->nt, b->ci0, b->ci1, b->v);
     else if (isa == CONVF_ISA_AVX2)
         input_block_avx2(b);
     else
@@ -346,7 +338,8 @@ static void output_block(convf_isa isa, const out_block *b)
 {
 #if defined(__x86_64__) || defined(__i386__)
     if (isa == CONVF_ISA_AVX512)
-        output_block_avx512(b);
+        wino_output_avx512(b->g, b->m, b->xi_stride, b->tiles_x, b->t0, b->nt, b->co0, b->n_co,
+                           b->bias, b->act, b->alpha, b->out);
     else if (isa == CONVF_ISA_AVX2)
         output_block_avx2(b);
     else

@@ -1,0 +1,249 @@
+/*
+ * AVX-512 input and output transforms of the Winograd F(4x4,3x3) layers
+ * (winograd.c holds the method, the matrices and the portable transforms).
+ *
+ * One lane per tile, 16 tiles per vector. Tiles are numbered row-major, so
+ * the 16 tiles of a lane group form at most a few runs of consecutive tiles
+ * in one tile row; within a run, lane l's tile starts 4 pixels after lane
+ * l-1's. So the six input values (c = 0..5) one patch row gives each lane
+ * are row[xb + 4l + c]: four loads of 64 consecutive floats (masked to the
+ * image, zero outside: the convolution's padding) de-interleaved by
+ * permutes, plus c = 4, 5 as c = 0, 1 moved down one lane. The output does
+ * the reverse: each output row of 16 tiles' 4x4 blocks is 64 consecutive
+ * floats, interleaved from four vectors by in-lane and 128-bit shuffles and
+ * stored with masks (the run's lanes, the image's right edge). This
+ * replaces per-lane scalar copies, which cost as much as the transforms.
+ *
+ * Lane groups are CONVF_NR / 16 per block; the math (B^T d B, A^T m A) is
+ * the same sums as winograd.c's, in registers.
+ */
+#if defined(__x86_64__) || defined(__i386__)
+
+#include <stdint.h>
+
+#include "simd_avx512.h"
+
+#define LANES 16
+#define SIDE 6 /* input patch side */
+#define OUT 4  /* output block side */
+
+/* Lanes [l0, l0 + n) of a group: tiles tx0 .. tx0+n-1 of tile row ty. */
+typedef struct {
+    int l0, n, ty, tx0;
+} lane_run;
+
+static int lane_runs(int tiles_x, int t0, int n, lane_run run[LANES])
+{
+    int k = 0;
+    for (int l = 0; l < n;) {
+        int t = t0 + l, tx = t % tiles_x;
+        int len = tiles_x - tx < n - l ? tiles_x - tx : n - l;
+        run[k++] = (lane_run){l, len, t / tiles_x, tx};
+        l += len;
+    }
+    return k;
+}
+
+/* Bits [lo, hi) of 16, clamped. */
+static inline __mmask16 bits(int lo, int hi)
+{
+    lo = lo < 0 ? 0 : lo;
+    hi = hi > LANES ? LANES : hi;
+    if (hi <= lo)
+        return 0;
+    return (__mmask16)((((uint32_t)1 << hi) - 1u) & ~(((uint32_t)1 << lo) - 1u));
+}
+
+/* row + off as an address; off may lie outside the row when every lane
+ * loaded or stored there is masked off (masked lanes never fault). */
+static inline const float *at(const float *row, long off)
+{
+    return (const float *)((uintptr_t)row + (uintptr_t)(off * (long)sizeof(float)));
+}
+
+static inline float *at_mut(float *row, long off)
+{
+    return (float *)((uintptr_t)row + (uintptr_t)(off * (long)sizeof(float)));
+}
+
+/* ---- input ---------------------------------------------------------------------- */
+
+/* B^T on six vectors (in place), as winograd.c's bt6. */
+TARGET_AVX512 static inline void bt6_v(__m512 *d0, __m512 *d1, __m512 *d2, __m512 *d3,
+                                       __m512 *d4, __m512 *d5)
+{
+    const __m512 a = *d0, b = *d1, c = *d2, d = *d3, e = *d4, f = *d5;
+    const __m512 four = _mm512_set1_ps(4.0f), five = _mm512_set1_ps(5.0f),
+                 two = _mm512_set1_ps(2.0f);
+    *d0 = _mm512_add_ps(_mm512_sub_ps(_mm512_mul_ps(four, a), _mm512_mul_ps(five, c)), e);
+    *d1 = _mm512_add_ps(_mm512_add_ps(_mm512_mul_ps(_mm512_set1_ps(-4.0f), _mm512_add_ps(b, c)), d),
+                        e);
+    *d2 = _mm512_add_ps(_mm512_sub_ps(_mm512_mul_ps(four, _mm512_sub_ps(b, c)), d), e);
+    *d3 = _mm512_add_ps(_mm512_sub_ps(_mm512_mul_ps(two, _mm512_sub_ps(d, b)), c), e);
+    *d4 = _mm512_add_ps(_mm512_sub_ps(_mm512_mul_ps(two, _mm512_sub_ps(b, d)), c), e);
+    *d5 = _mm512_add_ps(_mm512_sub_ps(_mm512_mul_ps(four, b), _mm512_mul_ps(five, d)), f);
+}
+
+/* p[c][l] = row[xb + 4l + c], c < 6, zero where x is outside [0, w). */
+TARGET_AVX512 static inline void load_patch_row(const float *row, int xb, int w, __m512 p[SIDE])
+{
+    __m512 z[5];
+    for (int q = 0; q < 5; q++) {
+        int x = xb + LANES * q;
+        __mmask16 m = bits(-x, w - x);
+        if (q == 4)
+            m &= 0x3; /* only row[xb + 64], row[xb + 65] */
+        z[q] = _mm512_maskz_loadu_ps(m, at(row, x));
+    }
+    for (int c = 0; c < 4; c++) {
+        const __m512i idx = _mm512_setr_epi32(c, c + 4, c + 8, c + 12, c + 16, c + 20, c + 24,
+                                              c + 28, c, c + 4, c + 8, c + 12, c + 16, c + 20,
+                                              c + 24, c + 28);
+        __m512 lo = _mm512_permutex2var_ps(z[0], idx, z[1]);
+        __m512 hi = _mm512_permutex2var_ps(z[2], idx, z[3]);
+        p[c] = _mm512_mask_blend_ps((__mmask16)0xff00, lo, hi);
+    }
+    const __m512i z4 = _mm512_castps_si512(z[4]);
+    p[4] = _mm512_castsi512_ps(_mm512_alignr_epi32(z4, _mm512_castps_si512(p[0]), 1));
+    p[5] = _mm512_castsi512_ps(
+        _mm512_alignr_epi32(_mm512_alignr_epi32(z4, z4, 1), _mm512_castps_si512(p[1]), 1));
+}
+
+/* V of one channel for one lane group: the rows of every run's patches
+ * through B^T, merged by lane, then the columns; v[xi] at v + xi*stride. */
+TARGET_AVX512 static void input_group(const float *plane, const conv_geom *g,
+                                      const lane_run *run, int n_runs, float *v,
+                                      size_t xi_stride)
+{
+    __m512 t[SIDE * SIDE];
+    for (int i = 0; i < SIDE * SIDE; i++)
+        t[i] = _mm512_setzero_ps();
+    for (int k = 0; k < n_runs; k++) {
+        const __mmask16 lanes = bits(run[k].l0, run[k].l0 + run[k].n);
+        const int xb = OUT * (run[k].tx0 - run[k].l0) - g->pad;
+        const int y0 = OUT * run[k].ty - g->pad;
+        for (int r = 0; r < SIDE; r++) {
+            if (y0 + r < 0 || y0 + r >= g->h)
+                continue; /* padding rows: zero */
+            __m512 p[SIDE];
+            load_patch_row(plane + (size_t)(y0 + r) * (size_t)g->w, xb, g->w, p);
+            bt6_v(&p[0], &p[1], &p[2], &p[3], &p[4], &p[5]);
+            for (int c = 0; c < SIDE; c++)
+                t[r * SIDE + c] = _mm512_mask_mov_ps(t[r * SIDE + c], lanes, p[c]);
+        }
+    }
+    for (int c = 0; c < SIDE; c++)
+        bt6_v(&t[c], &t[6 + c], &t[12 + c], &t[18 + c], &t[24 + c], &t[30 + c]);
+    for (int i = 0; i < SIDE * SIDE; i++)
+        _mm512_storeu_ps(v + (size_t)i * xi_stride, t[i]);
+}
+
+/* The input transform of channels [ci0, ci1) for the nt tiles from t0
+ * (one block): V[xi][ci][j] at v + xi*(Cin*48) + ci*48 + j, lanes past nt
+ * zero. */
+TARGET_AVX512 void wino_input_avx512(const conv_geom *g, const float *in, int tiles_x, int t0,
+                                     int nt, int ci0, int ci1, float *v)
+{
+    const size_t plane = (size_t)g->h * (size_t)g->w;
+    const size_t xi_stride = (size_t)g->c_in * CONVF_NR;
+    for (int j = 0; j < CONVF_NR; j += LANES) {
+        lane_run run[LANES];
+        int n = nt - j < 0 ? 0 : nt - j > LANES ? LANES : nt - j;
+        int n_runs = lane_runs(tiles_x, t0 + j, n, run);
+        for (int ci = ci0; ci < ci1; ci++)
+            input_group(in + (size_t)ci * plane, g, run, n_runs,
+                        v + (size_t)ci * CONVF_NR + (size_t)j, xi_stride);
+    }
+}
+
+/* ---- output --------------------------------------------------------------------- */
+
+/* A^T on six vectors into four, as winograd.c's at6. */
+TARGET_AVX512 static inline void at6_v(__m512 m0, __m512 m1, __m512 m2, __m512 m3, __m512 m4,
+                                       __m512 m5, __m512 *o0, __m512 *o1, __m512 *o2, __m512 *o3)
+{
+    const __m512 p12 = _mm512_add_ps(m1, m2), n12 = _mm512_sub_ps(m1, m2);
+    const __m512 p34 = _mm512_add_ps(m3, m4), n34 = _mm512_sub_ps(m3, m4);
+    *o0 = _mm512_add_ps(_mm512_add_ps(m0, p12), p34);
+    *o1 = _mm512_add_ps(n12, _mm512_mul_ps(_mm512_set1_ps(2.0f), n34));
+    *o2 = _mm512_add_ps(p12, _mm512_mul_ps(_mm512_set1_ps(4.0f), p34));
+    *o3 = _mm512_add_ps(_mm512_add_ps(n12, _mm512_mul_ps(_mm512_set1_ps(8.0f), n34)), m5);
+}
+
+/* z[q][4m + c] = y[c][4q + m]: four vectors of 16 lanes, interleaved into
+ * the 64 floats of one output row (lane l's four pixels at 4l). */
+TARGET_AVX512 static inline void interleave4(const __m512 y[OUT], __m512 z[OUT])
+{
+    __m512 t0 = _mm512_unpacklo_ps(y[0], y[1]), t1 = _mm512_unpackhi_ps(y[0], y[1]);
+    __m512 t2 = _mm512_unpacklo_ps(y[2], y[3]), t3 = _mm512_unpackhi_ps(y[2], y[3]);
+    /* u[m]'s 128-bit lane k: the four pixels of tile 4k + m */
+    __m512 u0 = _mm512_shuffle_ps(t0, t2, 0x44), u1 = _mm512_shuffle_ps(t0, t2, 0xee);
+    __m512 u2 = _mm512_shuffle_ps(t1, t3, 0x44), u3 = _mm512_shuffle_ps(t1, t3, 0xee);
+    __m512 v0 = _mm512_shuffle_f32x4(u0, u1, 0x44), v1 = _mm512_shuffle_f32x4(u0, u1, 0xee);
+    __m512 v2 = _mm512_shuffle_f32x4(u2, u3, 0x44), v3 = _mm512_shuffle_f32x4(u2, u3, 0xee);
+    z[0] = _mm512_shuffle_f32x4(v0, v2, 0x88);
+    z[1] = _mm512_shuffle_f32x4(v0, v2, 0xdd);
+    z[2] = _mm512_shuffle_f32x4(v1, v3, 0x88);
+    z[3] = _mm512_shuffle_f32x4(v1, v3, 0xdd);
+}
+
+/* Y = A^T M A + bias, activated, for one output channel and lane group,
+ * stored into each run's 4x4 blocks (clipped at the bottom and right). */
+TARGET_AVX512 static void output_group(const float *m, size_t xi_stride, float bias,
+                                       yolo_activation act, __m512 alpha, const conv_geom *g,
+                                       const lane_run *run, int n_runs, float *plane)
+{
+    __m512 u[OUT * SIDE], y[OUT * OUT];
+    for (int c = 0; c < SIDE; c++) { /* columns: 6 rows -> 4 */
+        __m512 s[SIDE];
+        for (int r = 0; r < SIDE; r++)
+            s[r] = _mm512_loadu_ps(m + (size_t)(r * SIDE + c) * xi_stride);
+        at6_v(s[0], s[1], s[2], s[3], s[4], s[5], &u[c], &u[6 + c], &u[12 + c], &u[18 + c]);
+    }
+    const __m512 b = _mm512_set1_ps(bias);
+    for (int r = 0; r < OUT; r++) { /* rows: 6 columns -> 4 */
+        const __m512 *q = &u[r * SIDE];
+        at6_v(q[0], q[1], q[2], q[3], q[4], q[5], &y[r * 4], &y[r * 4 + 1], &y[r * 4 + 2],
+              &y[r * 4 + 3]);
+        for (int c = 0; c < OUT; c++)
+            y[r * 4 + c] = act512(_mm512_add_ps(y[r * 4 + c], b), act, alpha);
+    }
+    for (int k = 0; k < n_runs; k++) {
+        const int oy0 = OUT * run[k].ty, xb = OUT * (run[k].tx0 - run[k].l0);
+        const int f0 = OUT * run[k].l0, f1 = OUT * (run[k].l0 + run[k].n); /* floats of the run */
+        for (int r = 0; r < OUT && oy0 + r < g->oh; r++) {
+            __m512 z[OUT];
+            interleave4(&y[r * 4], z);
+            float *row = plane + (size_t)(oy0 + r) * (size_t)g->ow;
+            for (int q = 0; q < OUT; q++) {
+                int f = LANES * q; /* first float of z[q] */
+                __mmask16 mk = bits(f0 - f, f1 - f) & bits(-(xb + f), g->ow - (xb + f));
+                if (mk)
+                    _mm512_mask_storeu_ps(at_mut(row, xb + f), mk, z[q]);
+            }
+        }
+    }
+}
+
+/* The output transform of channels [co0, co0 + n_co) for the nt tiles from
+ * t0: M[xi][k][j] at m + xi*xi_stride + k*48 + j (k = co - co0). */
+TARGET_AVX512 void wino_output_avx512(const conv_geom *g, const float *m, size_t xi_stride,
+                                      int tiles_x, int t0, int nt, int co0, int n_co,
+                                      const float *bias, yolo_activation act, float alpha,
+                                      float *out)
+{
+    const size_t plane = (size_t)g->oh * (size_t)g->ow;
+    const __m512 av = _mm512_set1_ps(alpha);
+    for (int j = 0; j < nt; j += LANES) {
+        lane_run run[LANES];
+        int n = nt - j > LANES ? LANES : nt - j;
+        int n_runs = lane_runs(tiles_x, t0 + j, n, run);
+        for (int k = 0; k < n_co; k++) {
+            const int co = co0 + k;
+            output_group(m + (size_t)k * CONVF_NR + (size_t)j, xi_stride, bias ? bias[co] : 0.0f,
+                         act, av, g, run, n_runs, out + (size_t)co * plane);
+        }
+    }
+}
+
+#endif
