@@ -266,7 +266,7 @@ void convf_conv2d(const conv_geom *g, const float *in, const float *packed, cons
  * nt tiles from t0 of one block (layouts in winograd.c). */
 void wino_input_avx512(const conv_geom *g, const float *in, int tiles_x, int t0, int nt,
                        int ci0, int ci1, float *v);
-void wino_output_avx512(const conv_geom *g, const float *m, size_t xi_stride, int tiles_x,
+void wino_output_avx512(const conv_geom *g, const float *m, int tiles_x,
                         int t0, int nt, int co0, int n_co, const float *bias,
                         yolo_activation act, float alpha, float *out);
 /* 1 if g is a 3x3 stride-1 convolution where Winograd is faster. */

@@ -21,8 +21,9 @@
  * Work: the tiles in row-major order are cut into blocks of CONVF_NR = 48
  * (the microkernel's width). Per block and thread: the input transform of
  * all Cin channels into V (36 x Cin x 48, per xi a ready-made B panel), the
- * 36 GEMMs over the block's range of output-channel panels into M (36 x
- * Cout_range x 48), then the output transform, bias and activation, stored
+ * 36 GEMMs over the block's range of output-channel panels into M
+ * (Cout_range x 36 x 48: the 36 values the output transform of one channel
+ * reads lie together), then the output transform, bias and activation, stored
  * into the 4x4 output blocks (clipped at the right and bottom edges).
  * Items are blocks x ranges of output-channel panels; when blocks are few
  * (small layers) and panels are split, every block's V is made once
@@ -239,8 +240,7 @@ typedef struct {
     float *out;
     int tiles_x, t0, nt;
     int co0, n_co;  /* the channel range in m */
-    const float *m; /* 36 x n_co_padded x 48 */
-    size_t xi_stride;
+    const float *m; /* n_co_padded x 36 x 48 */
 } out_block;
 
 static inline __attribute__((always_inline)) void lanes_of(const conv_geom *g, int tiles_x,
@@ -292,7 +292,7 @@ static inline __attribute__((always_inline)) void output_block_body(const out_bl
         const float bias = b->bias ? b->bias[co] : 0.0f;
         for (int j = 0; j < b->nt; j += WG_LANES) {
             lanes y[16];
-            output_transform(b->m + (size_t)k * CONVF_NR + (size_t)j, b->xi_stride, bias, y);
+            output_transform(b->m + (size_t)k * WG_XI * CONVF_NR + (size_t)j, CONVF_NR, bias, y);
             convf_activate(b->isa, &y[0][0], 16 * WG_LANES, b->act, b->alpha);
             int n = b->nt - j < WG_LANES ? b->nt - j : WG_LANES;
             store_tiles(b, b->t0 + j, n, co, y);
@@ -338,7 +338,7 @@ static void output_block(convf_isa isa, const out_block *b)
 {
 #if defined(__x86_64__) || defined(__i386__)
     if (isa == CONVF_ISA_AVX512)
-        wino_output_avx512(b->g, b->m, b->xi_stride, b->tiles_x, b->t0, b->nt, b->co0, b->n_co,
+        wino_output_avx512(b->g, b->m, b->tiles_x, b->t0, b->nt, b->co0, b->n_co,
                            b->bias, b->act, b->alpha, b->out);
     else if (isa == CONVF_ISA_AVX2)
         output_block_avx2(b);
@@ -383,15 +383,13 @@ static void run_item(const wino_job *j, int blk, int q0, int q1, float *v, float
         input_block(j->isa, &ib);
     }
     const size_t span = convf_packed_span(g->c_out, (size_t)g->c_in);
-    const int n_co = (q1 - q0) * CONVF_MR;
-    const size_t m_stride = (size_t)n_co * CONVF_NR;
     convf_tile t;
     t.kc = g->c_in;
     t.first = t.last = 1;
     t.n_valid = CONVF_NR;
     t.bias = NULL;
     t.ldb = CONVF_NR;
-    t.ldc = CONVF_NR;
+    t.ldc = WG_XI * CONVF_NR; /* M[co][xi][48]: each channel's 36 rows together */
     t.act = YOLO_ACT_NONE;
     t.alpha = 0.0f;
     for (int xi = 0; xi < WG_XI; xi++) {
@@ -399,13 +397,13 @@ static void run_item(const wino_job *j, int blk, int q0, int q1, float *v, float
         for (int q = q0; q < q1; q++) {
             t.m_valid = CONVF_MR; /* padded rows of U are zero */
             t.a = j->packed + (size_t)xi * span + (size_t)q * CONVF_MR * (size_t)g->c_in;
-            t.c = m + (size_t)xi * m_stride + (size_t)(q - q0) * CONVF_MR * CONVF_NR;
+            t.c = m + ((size_t)(q - q0) * CONVF_MR * WG_XI + (size_t)xi) * CONVF_NR;
             j->kernel(&t);
         }
     }
     int co0 = q0 * CONVF_MR, co1 = q1 * CONVF_MR < g->c_out ? q1 * CONVF_MR : g->c_out;
     out_block ob = {g,         j->bias, j->act, j->alpha, j->isa, j->out, j->tiles_x, t0, nt,
-                    co0,       co1 - co0, m,    m_stride};
+                    co0,       co1 - co0, m};
     output_block(j->isa, &ob);
 }
 

@@ -226,9 +226,8 @@ TARGET_AVX512 static void output_group(const float *m, size_t xi_stride, float b
 }
 
 /* The output transform of channels [co0, co0 + n_co) for the nt tiles from
- * t0: M[xi][k][j] at m + xi*xi_stride + k*48 + j (k = co - co0). */
-TARGET_AVX512 void wino_output_avx512(const conv_geom *g, const float *m, size_t xi_stride,
-                                      int tiles_x, int t0, int nt, int co0, int n_co,
+ * t0: M[k][xi][j] at m + (k*36 + xi)*48 + j (k = co - co0). */
+TARGET_AVX512 void wino_output_avx512(const conv_geom *g, const float *m, int tiles_x, int t0, int nt, int co0, int n_co,
                                       const float *bias, yolo_activation act, float alpha,
                                       float *out)
 {
@@ -240,7 +239,8 @@ TARGET_AVX512 void wino_output_avx512(const conv_geom *g, const float *m, size_t
         int n_runs = lane_runs(tiles_x, t0 + j, n, run);
         for (int k = 0; k < n_co; k++) {
             const int co = co0 + k;
-            output_group(m + (size_t)k * CONVF_NR + (size_t)j, xi_stride, bias ? bias[co] : 0.0f,
+            output_group(m + (size_t)k * SIDE * SIDE * CONVF_NR + (size_t)j, CONVF_NR,
+                         bias ? bias[co] : 0.0f,
                          act, av, g, run, n_runs, out + (size_t)co * plane);
         }
     }
