@@ -236,9 +236,11 @@ typedef struct {
     uint64_t arena_bytes;      /* activation arena */
     uint64_t scratch_bytes;    /* im2col and other scratch */
     uint64_t weight_bytes;     /* model weights mapped */
-    uint64_t packed_weight_bytes; /* this ctx's copies of the weights laid out for
-                                   * its kernels (FAST backend; Winograd layers
-                                   * hold 4x their weights) */
+    uint64_t packed_weight_bytes; /* the weights laid out for this ctx's kernels
+                                   * (FAST backend; Winograd layers hold 4x their
+                                   * weights). Held by the model and shared by all
+                                   * its contexts: counted once per model, not per
+                                   * ctx */
     uint64_t flops;            /* whole forward for the planned shape */
 } yolo_ctx_memory;
 

@@ -8,6 +8,7 @@
  */
 #include "testutil.h"
 
+#include <pthread.h>
 #include <unistd.h>
 
 #include "graph.h"
@@ -736,6 +737,245 @@ static void test_detect_pipeline(void **state)
     free(rgb);
 }
 
+/* ---- FAST packed weights shared through the model ------------------------------------ */
+
+#define TINY_H 160 /* Winograd on the larger layers, the direct kernel on the rest */
+#define TINY_W 224
+
+static yolo_model *load_tiny(void)
+{
+    const char *path = "weights/yolov7-tiny.bin";
+    if (access(path, R_OK) != 0)
+        fail_msg("%s is missing: run `make weights` from the repository root", path);
+    yolo_model *m = NULL;
+    if (yolo_model_load(path, NULL, &m) != YOLO_OK)
+        fail_msg("%s", yolo_last_error());
+    return m;
+}
+
+static yolo_ctx *ctx_on(const yolo_model *m, yolo_backend backend)
+{
+    yolo_ctx_params p = yolo_ctx_default_params();
+    p.backend = backend;
+    p.threads = 1; /* the same summation order in every ctx */
+    yolo_ctx *c = NULL;
+    if (yolo_ctx_create(m, &p, &c) != YOLO_OK)
+        fail_msg("yolo_ctx_create: %s", yolo_last_error());
+    return c;
+}
+
+/* A copy of the predictions of c's last forward; *n = floats. */
+static float *predictions_copy(const yolo_ctx *c, size_t *n)
+{
+    const float *p;
+    int rows, cols;
+    assert_int_equal(yolo_predictions(c, 0, &p, &rows, &cols), YOLO_OK);
+    *n = (size_t)rows * (size_t)cols;
+    float *copy = malloc(*n * sizeof *copy);
+    assert_non_null(copy);
+    memcpy(copy, p, *n * sizeof *copy);
+    return copy;
+}
+
+/* Kilobytes of file-backed memory this process has mapped in (RssFile), or
+ * -1 where /proc does not say. */
+static long rss_file_kb(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f)
+        return -1;
+    char line[256];
+    long kb = -1;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "RssFile: %ld kB", &kb) == 1)
+            break;
+    fclose(f);
+    return kb;
+}
+
+/* Two FAST contexts on one model point at the same packed weights (the
+ * second ctx packs nothing), report the same packed bytes, and predict the
+ * same bits; a third with Winograd off uses the same direct packings of
+ * the candidates the first ran directly. */
+static void test_shared_packed_weights(void **state)
+{
+    (void)state;
+    yolo_model *m = load_tiny();
+    yolo_ctx *a = ctx_on(m, YOLO_BACKEND_FAST), *b = ctx_on(m, YOLO_BACKEND_FAST);
+    int direct = 0;
+    for (int i = 0; i < m->n_layers; i++) {
+        assert_ptr_equal(a->packed_layer[i], b->packed_layer[i]);
+        direct += a->packed_layer[i] != NULL;
+    }
+    assert_true(direct > 0);
+    float *x = random_input(1, TINY_H, TINY_W, 91);
+    forward_ok(a, x, 1, TINY_H, TINY_W);
+    forward_ok(b, x, 1, TINY_H, TINY_W);
+    int wino = 0, wino_direct = 0;
+    for (int i = 0; i < m->n_layers; i++) {
+        assert_ptr_equal(a->packed_layer[i], b->packed_layer[i]);
+        assert_ptr_equal(a->wino_packed[i], b->wino_packed[i]);
+        assert_ptr_equal(a->wino_direct[i], b->wino_direct[i]);
+        assert_int_equal(a->wino_on[i], b->wino_on[i]);
+        wino += a->wino_on[i];
+        wino_direct += a->wino_direct[i] != NULL;
+    }
+    assert_true(wino > 0 && wino_direct > 0);
+    yolo_ctx_memory ma, mb;
+    assert_int_equal(yolo_ctx_memory_info(a, &ma), YOLO_OK);
+    assert_int_equal(yolo_ctx_memory_info(b, &mb), YOLO_OK);
+    assert_true(ma.packed_weight_bytes > 0);
+    assert_int_equal(ma.packed_weight_bytes, mb.packed_weight_bytes);
+    size_t n, nb;
+    float *pa = predictions_copy(a, &n), *pb = predictions_copy(b, &nb);
+    assert_int_equal(n, nb);
+    assert_memory_equal(pa, pb, n * sizeof *pa);
+    yolo_ctx *d = ctx_on(m, YOLO_BACKEND_FAST);
+    d->winograd_off = 1;
+    forward_ok(d, x, 1, TINY_H, TINY_W);
+    for (int i = 0; i < m->n_layers; i++)
+        if (a->packed_layer[i])
+            assert_ptr_equal(d->packed_layer[i], a->packed_layer[i]);
+    yolo_ctx_free(d);
+    yolo_ctx_free(a);
+    yolo_ctx_free(b);
+    free(pa);
+    free(pb);
+    free(x);
+    yolo_model_free(m);
+}
+
+typedef struct {
+    const yolo_model *m;
+    const float *x;
+    pthread_barrier_t *start;
+    float *pred; /* out */
+    size_t n;
+    const float **packed; /* out: the ctx's packed_layer, copied */
+    yolo_status st;
+    char msg[256];
+} racer;
+
+static void *race_ctx(void *arg)
+{
+    racer *r = arg;
+    yolo_ctx_params p = yolo_ctx_default_params();
+    p.threads = 1;
+    yolo_ctx *c = NULL;
+    pthread_barrier_wait(r->start);
+    r->st = yolo_ctx_create(r->m, &p, &c);
+    if (r->st == YOLO_OK)
+        r->st = yolo_forward(c, r->x, 1, TINY_H, TINY_W);
+    if (r->st != YOLO_OK) {
+        snprintf(r->msg, sizeof r->msg, "%s", yolo_last_error());
+        yolo_ctx_free(c);
+        return NULL;
+    }
+    const float *p0;
+    int rows, cols;
+    if (yolo_predictions(c, 0, &p0, &rows, &cols) == YOLO_OK) {
+        r->n = (size_t)rows * (size_t)cols;
+        r->pred = malloc(r->n * sizeof *r->pred);
+        if (r->pred)
+            memcpy(r->pred, p0, r->n * sizeof *r->pred);
+    }
+    r->packed = malloc((size_t)r->m->n_layers * sizeof *r->packed);
+    if (r->packed)
+        memcpy(r->packed, c->packed_layer, (size_t)r->m->n_layers * sizeof *r->packed);
+    yolo_ctx_free(c);
+    return NULL;
+}
+
+/* Four threads create a FAST ctx on one freshly loaded model at once (so
+ * they race to pack) and run it: every one predicts exactly what a ctx on
+ * a model of its own predicts, and all use the same packed weights. */
+static void test_concurrent_ctx_create(void **state)
+{
+    (void)state;
+    enum { N = 4 };
+    float *x = random_input(1, TINY_H, TINY_W, 92);
+    yolo_model *ref_m = load_tiny();
+    yolo_ctx *ref = ctx_on(ref_m, YOLO_BACKEND_FAST);
+    forward_ok(ref, x, 1, TINY_H, TINY_W);
+    size_t n;
+    float *want = predictions_copy(ref, &n);
+    yolo_ctx_free(ref);
+    yolo_model_free(ref_m);
+
+    yolo_model *m = load_tiny();
+    pthread_barrier_t start;
+    assert_int_equal(pthread_barrier_init(&start, NULL, N), 0);
+    racer r[N];
+    pthread_t th[N];
+    memset(r, 0, sizeof r);
+    for (int k = 0; k < N; k++) {
+        r[k].m = m;
+        r[k].x = x;
+        r[k].start = &start;
+        assert_int_equal(pthread_create(&th[k], NULL, race_ctx, &r[k]), 0);
+    }
+    for (int k = 0; k < N; k++)
+        pthread_join(th[k], NULL);
+    pthread_barrier_destroy(&start);
+    for (int k = 0; k < N; k++) {
+        if (r[k].st != YOLO_OK)
+            fail_msg("thread %d: %s: %s", k, yolo_status_str(r[k].st), r[k].msg);
+        assert_non_null(r[k].pred);
+        assert_non_null(r[k].packed);
+        assert_int_equal(r[k].n, n);
+        assert_memory_equal(r[k].pred, want, n * sizeof *want);
+        assert_memory_equal(r[k].packed, r[0].packed, (size_t)m->n_layers * sizeof *r[k].packed);
+    }
+    for (int k = 0; k < N; k++) {
+        free(r[k].pred);
+        free(r[k].packed);
+    }
+    free(want);
+    free(x);
+    yolo_model_free(m);
+}
+
+/* FAST packing drops the raw weight pages from memory; a GEMM ctx made
+ * afterwards on the same model reads them again from the file and predicts
+ * exactly what a GEMM ctx on a freshly loaded model does. */
+static void test_gemm_after_fast_drop(void **state)
+{
+    (void)state;
+    float *x = random_input(1, TINY_H, TINY_W, 93);
+    yolo_model *m = load_tiny();
+    long before = rss_file_kb();
+    yolo_ctx *f = ctx_on(m, YOLO_BACKEND_FAST);
+    assert_int_equal(yolo_ctx_plan(f, 1, TINY_H, TINY_W), YOLO_OK);
+    long after = rss_file_kb();
+    if (before >= 0 && after >= 0) {
+        /* Loading verified (so mapped) the whole file; nearly all of it is
+         * Conv weights, now packed. */
+        print_message("RssFile %ld kB after load, %ld kB after FAST plan\n", before, after);
+        assert_true(before - after >= (long)(m->info.weight_bytes / 1024 / 2));
+    }
+    forward_ok(f, x, 1, TINY_H, TINY_W);
+    yolo_ctx *g = ctx_on(m, YOLO_BACKEND_GEMM);
+    forward_ok(g, x, 1, TINY_H, TINY_W);
+    size_t n, n2;
+    float *got = predictions_copy(g, &n);
+    yolo_model *fresh = load_tiny();
+    yolo_ctx *g2 = ctx_on(fresh, YOLO_BACKEND_GEMM);
+    forward_ok(g2, x, 1, TINY_H, TINY_W);
+    float *want = predictions_copy(g2, &n2);
+    assert_int_equal(n, n2);
+    assert_memory_equal(got, want, n * sizeof *got);
+    /* and the FAST ctx's packed weights still give its own answer */
+    forward_ok(f, x, 1, TINY_H, TINY_W);
+    yolo_ctx_free(g2);
+    yolo_model_free(fresh);
+    yolo_ctx_free(g);
+    yolo_ctx_free(f);
+    free(got);
+    free(want);
+    free(x);
+    yolo_model_free(m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -748,6 +988,9 @@ int main(void)
         cmocka_unit_test(test_callback_and_cancel),
         cmocka_unit_test(test_batch_and_replan),
         cmocka_unit_test(test_detect_pipeline),
+        cmocka_unit_test(test_shared_packed_weights),
+        cmocka_unit_test(test_concurrent_ctx_create),
+        cmocka_unit_test(test_gemm_after_fast_drop),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -205,13 +205,9 @@ void yolo_ctx_free(yolo_ctx *ctx)
     if (!ctx)
         return;
     tpool_free(ctx->pool);
-    free(ctx->packed);
+    /* the packed weights they point to are the model's */
     free(ctx->packed_layer);
     free(ctx->thread_scratch);
-    for (int i = 0; ctx->wino_packed && i < ctx->model->n_layers; i++)
-        free(ctx->wino_packed[i]);
-    for (int i = 0; ctx->wino_direct && i < ctx->model->n_layers; i++)
-        free(ctx->wino_direct[i]);
     free(ctx->wino_direct);
     free(ctx->wino_packed);
     free(ctx->wino_on);

@@ -1,5 +1,5 @@
 /*
- * Private to model.c, graph.c and detect.c: the context struct and the shape
+ * Private to model.c, graph.c, graph_fast.c and detect.c: the context struct and the shape
  * inference that both the loader (on a nominal input) and the planner (on
  * the real input) run over the graph.
  */
@@ -57,7 +57,7 @@ struct yolo_ctx {
     yolo_shape input_shape;     /* of the plan being made */
     layer_plan *plan;           /* n_layers entries, allocated at create */
     size_t arena_bytes, scratch_bytes;
-    size_t packed_bytes; /* weights packed for the FAST kernels, all layouts */
+    size_t packed_bytes; /* packed weights this ctx uses (shared with the model's other contexts) */
     uint64_t flops;
     float *arena;               /* 64-aligned, arena_cap bytes */
     size_t arena_cap;
@@ -71,22 +71,24 @@ struct yolo_ctx {
     struct plan_span *spans;
 
     /* FAST backend (NULL / 0 for the others): the pool, the microkernel
-     * chosen for this CPU, every Conv layer's weights packed at create
-     * (packed_layer[i], NULL for other layers, pointing into packed), and
-     * one scratch slice per pool thread. */
+     * chosen for this CPU, one scratch slice per pool thread, and where each
+     * layer's packed weights are. The packed weights themselves belong to
+     * the model (graph_fast.c: made by the first ctx that needs them, shared
+     * by all its contexts, freed with the model); the ctx holds pointers:
+     * packed_layer[i] the direct packing a run uses (NULL for layers without
+     * one; set at create, or at plan for Winograd candidates run directly). */
     yolo_pool *pool;
     convf_isa isa;
     convf_kernel kernel;
-    float *packed;
     const float **packed_layer;
     float *thread_scratch;
-    /* Winograd (FAST): per layer, its transformed weights (packed at the
-     * first plan that selects the layer, kept for later plans) and whether
-     * the current plan runs it that way; per-thread scratch slices of
+    /* Winograd (FAST): per layer, its transformed weights (from the first
+     * plan that selects the layer, kept for later plans) and whether the
+     * current plan runs it that way; per-thread scratch slices of
      * wino_per_thread floats; the transformed input shared by the threads
      * for layers with few tile blocks (wino_shared_floats). */
-    float **wino_packed;
-    float **wino_direct; /* direct packing of candidates a plan did not select */
+    const float **wino_packed;
+    const float **wino_direct; /* direct packing of candidates a plan did not select */
     unsigned char *wino_on;
     float *wino_scratch, *wino_shared;
     size_t wino_scratch_cap, wino_per_thread, wino_shared_cap;
@@ -117,6 +119,10 @@ static inline int graph_is_conv(const model_layer *l)
 /* Grows a 64-aligned buffer; keeps the old one when it is big enough.
  * 0 when out of memory. */
 int graph_ensure_buffer(float **buf, size_t *cap, size_t bytes);
+/* The model's store of FAST packed weights (empty until a ctx needs them)
+ * and its lock: made by the loader, freed by yolo_model_free. */
+yolo_status graph_fast_model_init(yolo_model *m);
+void graph_fast_model_free(yolo_model *m);
 /* FAST: thread pool, kernel choice, per-thread scratch, packed weights. */
 yolo_status graph_fast_setup(yolo_ctx *c);
 /* FAST: picks the layers Winograd runs for this input shape, packs their

@@ -95,7 +95,40 @@ struct yolo_model {
     int n_tensors;
     model_tensor *tensors;
     int max_inputs_channels; /* unused by ops; reserved for planning */
+    /* The FAST backend's packed weights, made on first need by the model's
+     * contexts and shared by them, with their lock (graph_fast.c); NULL for
+     * a model not made by yolo_model_load (tests' hand-built ones). */
+    struct model_fast *fast;
+    /* 1: map is a private read-only mapping of a file, so pages of tensors
+     * whose data FAST has packed may be dropped from memory (madvise): a
+     * later read faults them in again from the file, unchanged. */
+    int map_droppable;
 };
+
+/* ---- CRC-32 (crc32.c) ----------------------------------------------------- */
+
+/* zlib's CRC-32 (IEEE polynomial, reflected 0xEDB88320, pre- and post-
+ * inverted): crc32_ieee(0, p, n) is the CRC of p, crc32_ieee(prev, q, m)
+ * continues it as zlib's crc32 does. Carry-less-multiply folding where the
+ * CPU has it (run-time check), zlib's crc32 otherwise. */
+uint32_t crc32_ieee(uint32_t crc, const void *p, size_t n);
+typedef enum { CRC32_IMPL_ZLIB, CRC32_IMPL_PCLMUL, CRC32_IMPL_VPCLMUL } crc32_impl;
+/* For tests: whether this CPU runs impl, and the CRC through it (zlib's
+ * when it does not). */
+int crc32_impl_available(crc32_impl impl);
+uint32_t crc32_ieee_with(crc32_impl impl, uint32_t crc, const void *p, size_t n);
+/* The folding constants: value = bitreverse32(x^exponent mod P) << 32
+ * (crc32.c explains why), for tests to regenerate. */
+typedef struct {
+    int exponent;
+    uint64_t value;
+} crc32_constant;
+extern const crc32_constant crc32_constants[];
+extern const int crc32_n_constants;
+/* Barrett reduction's mu = floor(x^64 / P) and P itself, as 33-bit
+ * reflected values (term x^d at bit 32 - d). */
+#define CRC32_MU33 0x1f7011641ull
+#define CRC32_P33 0x1db710641ull
 
 /* ---- thread pool (threadpool.c) ------------------------------------------ */
 
