@@ -138,19 +138,22 @@ static void gather_row(const conv_geom *g, const float *plane, int ky, int kx,
     }
 }
 
-/* A group of up to CONVF_GROUP consecutive tiles; each tile has its own B
- * panel (CONVF_KC x CONVF_NR) in the thread's scratch. Gathering them row
- * by row reads each input row once for the whole group, a contiguous run
- * the hardware prefetcher follows, instead of one short run per tile. */
+/* A group of up to CONVF_GROUP consecutive tiles. Their B panels are one
+ * matrix in the thread's scratch, row r = im2col row k0 + r over the
+ * group's GROUP_W pixels (tile i's panel is columns 48i.., read by the
+ * kernel with ldb = GROUP_W). Gathering row by row reads each input row
+ * segment once for the whole group, a contiguous run the hardware
+ * prefetcher follows, with one call per row instead of one per tile. */
+#define GROUP_W (CONVF_GROUP * CONVF_NR)
 typedef struct {
-    int n;                             /* tiles in the group */
-    size_t p0;                         /* first pixel of the first tile */
-    int n_valid[CONVF_GROUP];
-    int ns[CONVF_GROUP];
-    tile_seg seg[CONVF_GROUP][CONVF_NR + 2];
+    int n;        /* tiles in the group */
+    size_t p0;    /* first pixel of the first tile */
+    int n_pix;    /* valid pixels from p0 (the last tile may be partial) */
+    int ns;
+    tile_seg seg[GROUP_W + 2];
 } tile_group;
 
-/* B panel rows [k0, k0+kc) of every tile; columns past n_valid are zero. */
+/* B rows [k0, k0+kc) of the group; columns past n_pix are zero. */
 static void gather_group(const conv_geom *g, const float *in, const tile_group *tg, int k0,
                          int kc, float *panels, convf_copy2_fn copy2)
 {
@@ -158,14 +161,10 @@ static void gather_group(const conv_geom *g, const float *in, const tile_group *
     const size_t plane = (size_t)g->h * (size_t)g->w;
     for (int r = 0; r < kc; r++) {
         int k = k0 + r, c = k / kk, rem = k % kk;
-        for (int i = 0; i < tg->n; i++) {
-            float *dst = panels + (size_t)i * CONVF_KC * CONVF_NR + (size_t)r * CONVF_NR;
-            gather_row(g, in + (size_t)c * plane, rem / g->k, rem % g->k, tg->seg[i], tg->ns[i],
-                       dst, copy2);
-            if (tg->n_valid[i] < CONVF_NR)
-                memset(dst + tg->n_valid[i], 0,
-                       (size_t)(CONVF_NR - tg->n_valid[i]) * sizeof *dst);
-        }
+        float *dst = panels + (size_t)r * GROUP_W;
+        gather_row(g, in + (size_t)c * plane, rem / g->k, rem % g->k, tg->seg, tg->ns, dst, copy2);
+        if (tg->n_pix < tg->n * CONVF_NR)
+            memset(dst + tg->n_pix, 0, (size_t)(tg->n * CONVF_NR - tg->n_pix) * sizeof *dst);
     }
 }
 
@@ -176,14 +175,10 @@ static void copy_group(const conv_geom *g, const float *in, const tile_group *tg
 {
     const size_t plane = (size_t)g->h * (size_t)g->w;
     for (int r = 0; r < kc; r++) {
-        const float *src = in + (size_t)(k0 + r) * plane + tg->p0;
-        for (int i = 0; i < tg->n; i++, src += CONVF_NR) {
-            float *dst = panels + (size_t)i * CONVF_KC * CONVF_NR + (size_t)r * CONVF_NR;
-            memcpy(dst, src, (size_t)tg->n_valid[i] * sizeof *dst);
-            if (tg->n_valid[i] < CONVF_NR)
-                memset(dst + tg->n_valid[i], 0,
-                       (size_t)(CONVF_NR - tg->n_valid[i]) * sizeof *dst);
-        }
+        float *dst = panels + (size_t)r * GROUP_W;
+        memcpy(dst, in + (size_t)(k0 + r) * plane + tg->p0, (size_t)tg->n_pix * sizeof *dst);
+        if (tg->n_pix < tg->n * CONVF_NR)
+            memset(dst + tg->n_pix, 0, (size_t)(tg->n * CONVF_NR - tg->n_pix) * sizeof *dst);
     }
 }
 
@@ -199,6 +194,7 @@ typedef struct {
     convf_copy2_fn copy2;
     float *scratch;
     size_t n_pix, k_total;
+    size_t kc_step; /* k slice: K cut into equal slices of at most CONVF_KC */
     int n_tiles, n_panels;
     int tile_chunk, panel_chunk;   /* work item: tiles x panels */
     int items_t, items_p;          /* chunks along each */
@@ -221,18 +217,16 @@ static void run_block(const conv_job *j, int t0, int t1, int q0, int q1, float *
     for (int tile0 = t0; tile0 < t1; tile0 += CONVF_GROUP) {
         tg.n = t1 - tile0 < CONVF_GROUP ? t1 - tile0 : CONVF_GROUP;
         tg.p0 = (size_t)tile0 * CONVF_NR;
-        for (int i = 0; i < tg.n; i++) {
-            size_t p0 = tg.p0 + (size_t)i * CONVF_NR;
-            tg.n_valid[i] = j->n_pix - p0 < CONVF_NR ? (int)(j->n_pix - p0) : CONVF_NR;
-            tg.ns[i] = pointwise ? 0 : tile_segments(g, p0, tg.n_valid[i], tg.seg[i]);
-        }
+        size_t left = j->n_pix - tg.p0;
+        tg.n_pix = left < (size_t)tg.n * CONVF_NR ? (int)left : tg.n * CONVF_NR;
+        tg.ns = pointwise ? 0 : tile_segments(g, tg.p0, tg.n_pix, tg.seg);
         /* A 1x1 layer's full tiles are read in place: B row k is 48
          * consecutive floats of input plane k. (The last tile of a layer
          * may be partial: its group is copied, zero-padded.) */
-        const int in_place = pointwise && tg.n_valid[tg.n - 1] == CONVF_NR;
-        t.ldb = in_place ? plane : CONVF_NR;
-        for (size_t k0 = 0; k0 < j->k_total; k0 += CONVF_KC) {
-            int kc = j->k_total - k0 < CONVF_KC ? (int)(j->k_total - k0) : CONVF_KC;
+        const int in_place = pointwise && tg.n_pix == tg.n * CONVF_NR;
+        t.ldb = in_place ? plane : GROUP_W;
+        for (size_t k0 = 0; k0 < j->k_total; k0 += j->kc_step) {
+            int kc = j->k_total - k0 < j->kc_step ? (int)(j->k_total - k0) : (int)j->kc_step;
             if (pointwise && !in_place)
                 copy_group(g, j->in, &tg, (int)k0, kc, panels);
             else if (!pointwise)
@@ -246,9 +240,10 @@ static void run_block(const conv_job *j, int t0, int t1, int q0, int q1, float *
                 t.a = j->packed + (size_t)q * CONVF_MR * j->k_total + k0 * CONVF_MR;
                 t.bias = j->bias ? j->bias + co : NULL;
                 for (int i = 0; i < tg.n; i++) {
-                    t.n_valid = tg.n_valid[i];
+                    t.n_valid = tg.n_pix - i * CONVF_NR < CONVF_NR ? tg.n_pix - i * CONVF_NR
+                                                                   : CONVF_NR;
                     t.b = in_place ? j->in + k0 * plane + tg.p0 + (size_t)i * CONVF_NR
-                                   : panels + (size_t)i * CONVF_KC * CONVF_NR;
+                                   : panels + (size_t)i * CONVF_NR;
                     t.c = j->out + (size_t)co * j->n_pix + tg.p0 + (size_t)i * CONVF_NR;
                     j->kernel(&t);
                 }
@@ -316,6 +311,10 @@ void convf_conv2d(const conv_geom *g, const float *in, const float *packed, cons
     j.n_pix = (size_t)g->oh * (size_t)g->ow;
     j.k_total = (size_t)g->c_in * (size_t)g->k * (size_t)g->k;
     j.n_tiles = (int)((j.n_pix + CONVF_NR - 1) / CONVF_NR);
+    /* Equal slices: a short last slice (e.g. 288 = 128 + 128 + 32) would
+     * load and store the output tile for few multiply-adds. */
+    size_t slices = (j.k_total + CONVF_KC - 1) / CONVF_KC;
+    j.kc_step = (j.k_total + slices - 1) / slices;
     j.n_panels = (g->c_out + CONVF_MR - 1) / CONVF_MR;
     choose_split(&j, tpool_threads(pool));
     atomic_init(&j.next, 0);
