@@ -22,8 +22,9 @@ void convf_activate_avx512(float *x, size_t n, yolo_activation act, float alpha)
 void convf_sigmoid_avx512(float *x, size_t n);
 void convf_copy2_avx512(float *dst, const float *src, int n);
 
-/* Accumulators c<row><vector>. */
-#define ACC_ROW(m) __m512 c##m##0, c##m##1, c##m##2
+/* Accumulators c<row><vector>; nv (1..3) of the three vectors are live, a
+ * constant in each specialization below, so the others compile away. */
+#define ACC_ROW(m) __m512 c##m##0, c##m##1 = _mm512_setzero_ps(), c##m##2 = _mm512_setzero_ps()
 
 #define INIT_ROW(m)                                                                    \
     do {                                                                               \
@@ -35,8 +36,10 @@ void convf_copy2_avx512(float *dst, const float *src, int n);
         } else {                                                                       \
             const float *r_ = t->c + (size_t)(m) * t->ldc;                             \
             c##m##0 = _mm512_maskz_loadu_ps(k0, r_);                                   \
-            c##m##1 = _mm512_maskz_loadu_ps(k1, r_ + 16);                              \
-            c##m##2 = _mm512_maskz_loadu_ps(k2, r_ + 32);                              \
+            if (nv > 1)                                                                \
+                c##m##1 = _mm512_maskz_loadu_ps(k1, r_ + 16);                          \
+            if (nv > 2)                                                                \
+                c##m##2 = _mm512_maskz_loadu_ps(k2, r_ + 32);                          \
         }                                                                              \
     } while (0)
 
@@ -44,8 +47,10 @@ void convf_copy2_avx512(float *dst, const float *src, int n);
     do {                                                                               \
         __m512 a_ = _mm512_set1_ps(a[m]);                                              \
         c##m##0 = _mm512_fmadd_ps(a_, b0, c##m##0);                                    \
-        c##m##1 = _mm512_fmadd_ps(a_, b1, c##m##1);                                    \
-        c##m##2 = _mm512_fmadd_ps(a_, b2, c##m##2);                                    \
+        if (nv > 1)                                                                    \
+            c##m##1 = _mm512_fmadd_ps(a_, b1, c##m##1);                                \
+        if (nv > 2)                                                                    \
+            c##m##2 = _mm512_fmadd_ps(a_, b2, c##m##2);                                \
     } while (0)
 
 #define STORE_ROW(m)                                                                   \
@@ -54,16 +59,24 @@ void convf_copy2_avx512(float *dst, const float *src, int n);
             float *r_ = t->c + (size_t)(m) * t->ldc;                                   \
             if (t->last) {                                                             \
                 c##m##0 = act512(c##m##0, t->act, alpha);                              \
-                c##m##1 = act512(c##m##1, t->act, alpha);                              \
-                c##m##2 = act512(c##m##2, t->act, alpha);                              \
+                if (nv > 1)                                                            \
+                    c##m##1 = act512(c##m##1, t->act, alpha);                          \
+                if (nv > 2)                                                            \
+                    c##m##2 = act512(c##m##2, t->act, alpha);                          \
             }                                                                          \
             _mm512_mask_storeu_ps(r_, k0, c##m##0);                                    \
-            _mm512_mask_storeu_ps(r_ + 16, k1, c##m##1);                               \
-            _mm512_mask_storeu_ps(r_ + 32, k2, c##m##2);                               \
+            if (nv > 1)                                                                \
+                _mm512_mask_storeu_ps(r_ + 16, k1, c##m##1);                           \
+            if (nv > 2)                                                                \
+                _mm512_mask_storeu_ps(r_ + 32, k2, c##m##2);                           \
         }                                                                              \
     } while (0)
 
-TARGET_AVX512 void convf_kernel_avx512(const convf_tile *t)
+/* The tile with nv of its three 16-pixel vectors: only the columns that
+ * hold valid pixels are computed (a 4-tile last Winograd block, a 25-tile
+ * layer, a row's tail), not the whole 48. */
+TARGET_AVX512 static inline __attribute__((always_inline)) void kernel_nv(const convf_tile *t,
+                                                                          const int nv)
 {
     const __mmask16 k0 = lane_mask(t->n_valid), k1 = lane_mask(t->n_valid - 16),
                     k2 = lane_mask(t->n_valid - 32);
@@ -86,8 +99,9 @@ TARGET_AVX512 void convf_kernel_avx512(const convf_tile *t)
     INIT_ROW(7);
     const float *a = t->a, *b = t->b;
     for (int k = 0; k < t->kc; k++, a += CONVF_MR, b += t->ldb) {
-        const __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16),
-                     b2 = _mm512_loadu_ps(b + 32);
+        const __m512 b0 = _mm512_loadu_ps(b);
+        const __m512 b1 = nv > 1 ? _mm512_loadu_ps(b + 16) : b0;
+        const __m512 b2 = nv > 2 ? _mm512_loadu_ps(b + 32) : b0;
         FMA_ROW(0);
         FMA_ROW(1);
         FMA_ROW(2);
@@ -105,6 +119,31 @@ TARGET_AVX512 void convf_kernel_avx512(const convf_tile *t)
     STORE_ROW(5);
     STORE_ROW(6);
     STORE_ROW(7);
+}
+
+TARGET_AVX512 static void kernel_16(const convf_tile *t)
+{
+    kernel_nv(t, 1);
+}
+
+TARGET_AVX512 static void kernel_32(const convf_tile *t)
+{
+    kernel_nv(t, 2);
+}
+
+TARGET_AVX512 static void kernel_48(const convf_tile *t)
+{
+    kernel_nv(t, 3);
+}
+
+TARGET_AVX512 void convf_kernel_avx512(const convf_tile *t)
+{
+    if (t->n_valid > 32)
+        kernel_48(t);
+    else if (t->n_valid > 16)
+        kernel_32(t);
+    else
+        kernel_16(t);
 }
 
 TARGET_AVX512 void convf_activate_avx512(float *x, size_t n, yolo_activation act, float alpha)

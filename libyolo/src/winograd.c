@@ -386,7 +386,7 @@ static void run_item(const wino_job *j, int blk, int q0, int q1, float *v, float
     convf_tile t;
     t.kc = g->c_in;
     t.first = t.last = 1;
-    t.n_valid = CONVF_NR;
+    t.n_valid = nt; /* M columns past the block's tiles are never read */
     t.bias = NULL;
     t.ldb = CONVF_NR;
     t.ldc = WG_XI * CONVF_NR; /* M[co][xi][48]: each channel's 36 rows together */
