@@ -138,22 +138,39 @@ TARGET_AVX512 static void input_group(const float *plane, const conv_geom *g,
         _mm512_storeu_ps(v + (size_t)i * xi_stride, t[i]);
 }
 
+/* The lane runs of the block's groups (CONVF_NR / LANES of them). */
+typedef struct {
+    int n_runs[CONVF_NR / LANES];
+    lane_run run[CONVF_NR / LANES][LANES];
+} block_runs;
+
+static int block_lane_runs(int tiles_x, int t0, int nt, block_runs *br)
+{
+    int groups = 0;
+    for (int j = 0; j < nt && j < CONVF_NR; j += LANES, groups++) {
+        int n = nt - j > LANES ? LANES : nt - j;
+        br->n_runs[groups] = lane_runs(tiles_x, t0 + j, n, br->run[groups]);
+    }
+    return groups;
+}
+
 /* The input transform of channels [ci0, ci1) for the nt tiles from t0
- * (one block): V[xi][ci][j] at v + xi*(Cin*48) + ci*48 + j, lanes past nt
- * zero. */
+ * (one block): V[xi][ci][j] at v + xi*(Cin*48) + ci*48 + j; the lanes
+ * past nt in the last group are zero, later groups are not written (the
+ * kernel reads only the vectors holding tiles: n_valid = nt). Channel by
+ * channel, so a channel's groups read consecutive stretches
+ * of the same input rows and write neighbouring stretches of V. */
 TARGET_AVX512 void wino_input_avx512(const conv_geom *g, const float *in, int tiles_x, int t0,
                                      int nt, int ci0, int ci1, float *v)
 {
     const size_t plane = (size_t)g->h * (size_t)g->w;
     const size_t xi_stride = (size_t)g->c_in * CONVF_NR;
-    for (int j = 0; j < CONVF_NR; j += LANES) {
-        lane_run run[LANES];
-        int n = nt - j < 0 ? 0 : nt - j > LANES ? LANES : nt - j;
-        int n_runs = lane_runs(tiles_x, t0 + j, n, run);
-        for (int ci = ci0; ci < ci1; ci++)
-            input_group(in + (size_t)ci * plane, g, run, n_runs,
-                        v + (size_t)ci * CONVF_NR + (size_t)j, xi_stride);
-    }
+    block_runs br;
+    const int groups = block_lane_runs(tiles_x, t0, nt, &br);
+    for (int ci = ci0; ci < ci1; ci++)
+        for (int j = 0; j < groups; j++)
+            input_group(in + (size_t)ci * plane, g, br.run[j], br.n_runs[j],
+                        v + (size_t)ci * CONVF_NR + (size_t)j * LANES, xi_stride);
 }
 
 /* ---- output --------------------------------------------------------------------- */
@@ -226,23 +243,23 @@ TARGET_AVX512 static void output_group(const float *m, size_t xi_stride, float b
 }
 
 /* The output transform of channels [co0, co0 + n_co) for the nt tiles from
- * t0: M[k][xi][j] at m + (k*36 + xi)*48 + j (k = co - co0). */
-TARGET_AVX512 void wino_output_avx512(const conv_geom *g, const float *m, int tiles_x, int t0, int nt, int co0, int n_co,
-                                      const float *bias, yolo_activation act, float alpha,
-                                      float *out)
+ * t0: M[k][xi][j] at m + (k*36 + xi)*48 + j (k = co - co0). Channel by
+ * channel: its 36 x 48 M values are one run, its groups write neighbouring
+ * stretches of the same output rows. */
+TARGET_AVX512 void wino_output_avx512(const conv_geom *g, const float *m, int tiles_x, int t0,
+                                      int nt, int co0, int n_co, const float *bias,
+                                      yolo_activation act, float alpha, float *out)
 {
     const size_t plane = (size_t)g->oh * (size_t)g->ow;
     const __m512 av = _mm512_set1_ps(alpha);
-    for (int j = 0; j < nt; j += LANES) {
-        lane_run run[LANES];
-        int n = nt - j > LANES ? LANES : nt - j;
-        int n_runs = lane_runs(tiles_x, t0 + j, n, run);
-        for (int k = 0; k < n_co; k++) {
-            const int co = co0 + k;
-            output_group(m + (size_t)k * SIDE * SIDE * CONVF_NR + (size_t)j, CONVF_NR,
-                         bias ? bias[co] : 0.0f,
-                         act, av, g, run, n_runs, out + (size_t)co * plane);
-        }
+    block_runs br;
+    const int groups = block_lane_runs(tiles_x, t0, nt, &br);
+    for (int k = 0; k < n_co; k++) {
+        const int co = co0 + k;
+        for (int j = 0; j < groups; j++)
+            output_group(m + (size_t)k * SIDE * SIDE * CONVF_NR + (size_t)j * LANES, CONVF_NR,
+                         bias ? bias[co] : 0.0f, act, av, g, br.run[j], br.n_runs[j],
+                         out + (size_t)co * plane);
     }
 }
 
