@@ -1059,6 +1059,158 @@ static void test_detect_shape_rejects(void **state)
     detect_setup_free(&d);
 }
 
+/* ---- Detect on the FAST backend: the decode's transposes, bit for bit ---------------------- */
+
+typedef struct {
+    convf_isa isa;
+    float *x;
+} sigmoid_split;
+
+static void sigmoid_split_range(void *arg, size_t begin, size_t end, int tid)
+{
+    const sigmoid_split *j = arg;
+    (void)tid;
+    convf_sigmoid(j->isa, j->x + begin, end - begin);
+}
+
+/* The decode as it was before the SIMD transposes: sigmoided logits
+ * [na*no][ny*nx] scattered value by value into rows, then the box
+ * transform row by row. */
+static void decode_rows_scalar(const yolo_model_info *info, int lvl, const float *conv, int ny,
+                               int nx, float *rows)
+{
+    const size_t no = (size_t)info->num_outputs, hw = (size_t)ny * (size_t)nx;
+    const float s = (float)info->strides[lvl];
+    for (int a = 0; a < info->num_anchors; a++) {
+        float *block = rows + (size_t)a * hw * no;
+        for (size_t k = 0; k < no; k++)
+            for (size_t p = 0; p < hw; p++)
+                block[p * no + k] = conv[((size_t)a * no + k) * hw + p];
+        const float aw = info->anchors[lvl][a][0], ah = info->anchors[lvl][a][1];
+        for (size_t p = 0; p < hw; p++) {
+            float *r = block + p * no;
+            r[0] = (r[0] * 2.0f - 0.5f + (float)(p % (size_t)nx)) * s;
+            r[1] = (r[1] * 2.0f - 0.5f + (float)(p / (size_t)nx)) * s;
+            float tw = r[2] * 2.0f, th = r[3] * 2.0f;
+            r[2] = tw * tw * aw;
+            r[3] = th * th * ah;
+        }
+    }
+}
+
+/* What Detect on the FAST backend must write: the same convf_conv2d and
+ * convf_sigmoid (split over the same pool) as the op, then the scalar decode. */
+static void detect_fast_expected(const detect_setup *d, const op_fast *f, const float *const *in,
+                                 const yolo_shape *is, int n_in, float *out, float *conv)
+{
+    const yolo_model_info *info = &d->m.info;
+    const int c_out = info->num_anchors * info->num_outputs;
+    for (int b = 0; b < is[0].n; b++) {
+        const float *packed = f->packed;
+        for (int lvl = 0; lvl < n_in; lvl++) {
+            const size_t hw = (size_t)is[lvl].h * (size_t)is[lvl].w;
+            conv_geom g = {.c_in = is[lvl].c, .h = is[lvl].h, .w = is[lvl].w, .c_out = c_out,
+                           .k = 1, .stride = 1, .pad = 0, .oh = is[lvl].h, .ow = is[lvl].w};
+            convf_conv2d(&g, in[lvl] + (size_t)b * (size_t)is[lvl].c * hw, packed, d->b[lvl],
+                         YOLO_ACT_NONE, 0.0f, conv, f->kernel, f->pool, f->scratch);
+            sigmoid_split sj = {f->isa, conv};
+            tpool_for(f->pool, (size_t)c_out * hw, sigmoid_split_range, &sj);
+            decode_rows_scalar(info, lvl, conv, is[lvl].h, is[lvl].w, out);
+            out += (size_t)c_out * hw;
+            packed += convf_packed_span(c_out, (size_t)is[lvl].c);
+        }
+    }
+}
+
+/* One model (levels of the given grids and strides, no outputs per row)
+ * through op_detect.run with op_args.fast on the given ISA and threads,
+ * against detect_fast_expected(), every bit. */
+static void check_detect_fast(int levels, const int *hw, const int *strides, int batch, int no,
+                              convf_isa isa, int threads)
+{
+    const int c_in[3] = {5, 9, 3};
+    detect_setup d;
+    detect_setup_make(&d, levels, 3, no - 5, strides, c_in, 0);
+    const int c_out = 3 * no;
+    yolo_shape is[3];
+    float *x[3];
+    const float *in[3];
+    size_t packed_n = 0;
+    for (int i = 0; i < levels; i++) {
+        is[i] = shp(batch, c_in[i], hw[2 * i], hw[2 * i + 1]);
+        x[i] = rand_floats(shape_elems(is[i]), 300 + (uint64_t)i);
+        for (size_t k = 0; k < shape_elems(is[i]); k++)
+            x[i][k] *= 3.0f; /* logits over several units: sigmoids spread over (0, 1) */
+        in[i] = x[i];
+        packed_n += convf_packed_span(c_out, (size_t)c_in[i]);
+    }
+    float *packed = alloc_floats(packed_n), *pk = packed;
+    for (int i = 0; i < levels; i++) {
+        convf_pack_weights(d.w[i], c_out, (size_t)c_in[i], pk);
+        pk += convf_packed_span(c_out, (size_t)c_in[i]);
+    }
+    yolo_pool *pool;
+    assert_int_equal(tpool_create(threads, &pool), YOLO_OK);
+    float *fscratch = alloc_floats((size_t)threads * convf_thread_scratch_floats());
+    const op_fast f = {pool, convf_kernel_for(isa), packed, fscratch, isa};
+    assert_non_null(f.kernel);
+
+    yolo_shape os;
+    assert_int_equal(op_detect.shape(&d.m, &d.l, is, levels, &os), YOLO_OK);
+    const size_t n_out = shape_elems(os);
+    float *got = alloc_floats(n_out), *want = alloc_floats(n_out);
+    float *scratch = alloc_floats(op_detect.scratch(&d.l, is, levels, os));
+    op_args a;
+    memset(&a, 0, sizeof a);
+    a.model = &d.m;
+    a.layer = &d.l;
+    a.n_in = levels;
+    for (int i = 0; i < levels; i++)
+        a.in[i] = in[i], a.in_shape[i] = is[i];
+    a.out = got;
+    a.out_shape = os;
+    a.scratch = scratch;
+    a.fast = &f;
+    op_detect.run(&a);
+    detect_fast_expected(&d, &f, in, is, levels, want, scratch);
+    for (size_t i = 0; i < n_out; i++)
+        if (memcmp(&got[i], &want[i], sizeof *got) != 0) {
+            print_error("Detect FAST %s, %d threads, no %d, level 0 %dx%d: row %zu col %zu "
+                        "got %.9g want %.9g\n",
+                        convf_isa_name(isa), threads, no, hw[0], hw[1], i / (size_t)no,
+                        i % (size_t)no, (double)got[i], (double)want[i]);
+            fail();
+        }
+    tpool_free(pool);
+    free(got), free(want), free(scratch), free(fscratch), free(packed);
+    for (int i = 0; i < levels; i++)
+        free(x[i]);
+    detect_setup_free(&d);
+}
+
+/* Grids with pixel tails (1, 15, 91 = 64 + 16 + 11 pixels), chunks that
+ * start mid-row (7x13), whole chunks (20x20), and three levels of a batch
+ * of 2; rows of 6, 7, 85 and 86 floats (channel tails of 6, 7, 5 and 6 in
+ * 16s; every one in 8s); 1 and 3 threads; every ISA this CPU has, forced. */
+static void test_detect_fast_bit_exact(void **state)
+{
+    (void)state;
+    static const int single[4][2] = {{1, 1}, {3, 5}, {7, 13}, {20, 20}};
+    static const int multi[6] = {28, 20, 14, 10, 7, 5};
+    static const int strides[3] = {8, 16, 32}, nos[4] = {6, 7, 85, 86}, threads[2] = {1, 3};
+    static const convf_isa isas[3] = {CONVF_ISA_GENERIC, CONVF_ISA_AVX2, CONVF_ISA_AVX512};
+    for (int k = 0; k < 3; k++) {
+        if (!convf_kernel_for(isas[k]))
+            continue;
+        for (int o = 0; o < 4; o++)
+            for (int t = 0; t < 2; t++) {
+                for (int g = 0; g < 4; g++)
+                    check_detect_fast(1, single[g], strides, 1, nos[o], isas[k], threads[t]);
+                check_detect_fast(3, multi, strides, 2, nos[o], isas[k], threads[t]);
+            }
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1081,6 +1233,7 @@ int main(void)
         cmocka_unit_test(test_detect_vs_reference),
         cmocka_unit_test(test_detect_by_hand),
         cmocka_unit_test(test_detect_shape_rejects),
+        cmocka_unit_test(test_detect_fast_bit_exact),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -16,7 +16,10 @@
  *
  * With the FAST backend (op_args.fast with packed weights: the levels'
  * matrices back to back, each convf_packed_span() floats) the heads run
- * through convf_conv2d and the decode is vectorized and threaded.
+ * through convf_conv2d and the decode is vectorized and threaded: the
+ * [no][pixels] -> [pixels][no] transpose runs as 16x16 (AVX-512) or 8x8
+ * (AVX2) in-register blocks when the CPU has them, chosen at run time,
+ * with the scalar loop as the portable fallback; all write the same bits.
  *
  * FLOPs: the 1x1 convolutions (2*c_in*na*no per grid cell), plus one per
  * output value for the sigmoid and four per row for the box transform.
@@ -207,17 +210,274 @@ static void decode_level(const yolo_model_info *info, int lvl, const float *conv
 /* One level of one batch item on the FAST backend: the 1x1 head through
  * convf_conv2d, the sigmoid in place over the whole logit buffer (vector
  * code), then the decode split over the pool's threads. A decode item is
- * DECODE_CHUNK pixels of one anchor: its no channel runs are scattered into
- * its rows, which stay in L1 (64 rows of no = 85 floats is 22 KB) for the
- * box transform. */
+ * DECODE_CHUNK pixels of one anchor: its no channel runs are transposed
+ * into its rows (which stay in L1: 64 rows of no = 85 floats is 22 KB) and
+ * the box transform is applied on the way.
+ *
+ * The transpose is the cost (as a strided scalar scatter it took ~18x the
+ * sigmoid), so it has in-register versions: 16x16 blocks with AVX-512,
+ * 8x8 with AVX2, masked at the channel tail (no = 85 is 5x16 + 5) and the
+ * pixel tail. They apply the box transform to the channel vectors before
+ * transposing, with the scalar code's float operations in the same order
+ * (and no FMA in their target lists, so nothing can be contracted): every
+ * path writes the same bits. */
 #define DECODE_CHUNK 64
+
+/* One decode item: pixels [p0, p0 + n) of one anchor. */
+typedef struct {
+    const float *src; /* channel 0 of the anchor, at pixel p0 */
+    size_t plane;     /* floats from one channel plane to the next (ny*nx) */
+    float *dst;       /* the row of pixel p0 */
+    size_t n;         /* pixels, at most DECODE_CHUNK */
+    int no, nx, x0, y0; /* x0, y0: grid cell of pixel p0 */
+    float s, aw, ah;  /* stride, anchor width and height */
+} decode_chunk;
+
+/* Portable: scatter each channel run into the rows, then the box transform
+ * row by row (the formulas of decode_level). */
+static void decode_chunk_generic(const decode_chunk *c)
+{
+    const size_t no = (size_t)c->no;
+    for (size_t k = 0; k < no; k++) {
+        const float *src = c->src + k * c->plane;
+        for (size_t p = 0; p < c->n; p++)
+            c->dst[p * no + k] = src[p];
+    }
+    float *r = c->dst;
+    int x = c->x0, y = c->y0;
+    for (size_t p = 0; p < c->n; p++, r += no) {
+        r[0] = (r[0] * 2.0f - 0.5f + (float)x) * c->s;
+        r[1] = (r[1] * 2.0f - 0.5f + (float)y) * c->s;
+        float tw = r[2] * 2.0f, th = r[3] * 2.0f;
+        r[2] = tw * tw * c->aw;
+        r[3] = th * th * c->ah;
+        if (++x == c->nx)
+            x = 0, y++;
+    }
+}
+
+/* Grid cells of the next `lanes` pixels from (*x, *y), advancing it. */
+static void grid_cells(int *x, int *y, int nx, int lanes, int32_t *gx, int32_t *gy)
+{
+    for (int i = 0; i < lanes; i++) {
+        gx[i] = *x;
+        gy[i] = *y;
+        if (++*x == nx)
+            *x = 0, ++*y;
+    }
+}
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+
+/* Only avx512f / avx2 (no fma): see the comment above DECODE_CHUNK. */
+#define DETECT_AVX512 __attribute__((target("avx512f")))
+#define DETECT_AVX2 __attribute__((target("avx2")))
+/* The register arrays below stay in registers only when fully unrolled. */
+#define UNROLL _Pragma("GCC unroll 16")
+
+/* r[i] holds channel i of 16 pixels; afterwards r[j] holds the 16 channels
+ * of pixel j. Pairs, then quads within 128-bit lanes, then a 4x4
+ * transpose of the lanes. */
+DETECT_AVX512 static inline void transpose16x16(__m512 r[16])
+{
+    __m512 t[16];
+    UNROLL
+    for (int j = 0; j < 16; j += 2) {
+        t[j] = _mm512_unpacklo_ps(r[j], r[j + 1]);
+        t[j + 1] = _mm512_unpackhi_ps(r[j], r[j + 1]);
+    }
+    /* r[4q+m], lane L: channels 4q..4q+3 of pixel 4L+m */
+    UNROLL
+    for (int q = 0; q < 16; q += 4) {
+        r[q] = _mm512_shuffle_ps(t[q], t[q + 2], 0x44);
+        r[q + 1] = _mm512_shuffle_ps(t[q], t[q + 2], 0xEE);
+        r[q + 2] = _mm512_shuffle_ps(t[q + 1], t[q + 3], 0x44);
+        r[q + 3] = _mm512_shuffle_ps(t[q + 1], t[q + 3], 0xEE);
+    }
+    UNROLL
+    for (int m = 0; m < 4; m++) {
+        __m512 v0 = _mm512_shuffle_f32x4(r[m], r[4 + m], 0x44);
+        __m512 v1 = _mm512_shuffle_f32x4(r[m], r[4 + m], 0xEE);
+        __m512 v2 = _mm512_shuffle_f32x4(r[8 + m], r[12 + m], 0x44);
+        __m512 v3 = _mm512_shuffle_f32x4(r[8 + m], r[12 + m], 0xEE);
+        t[m] = _mm512_shuffle_f32x4(v0, v2, 0x88);
+        t[4 + m] = _mm512_shuffle_f32x4(v0, v2, 0xDD);
+        t[8 + m] = _mm512_shuffle_f32x4(v1, v3, 0x88);
+        t[12 + m] = _mm512_shuffle_f32x4(v1, v3, 0xDD);
+    }
+    UNROLL
+    for (int j = 0; j < 16; j++)
+        r[j] = t[j];
+}
+
+/* Channels k0..k0+15 of 16 pixels (pixels masked by pm; channels past no
+ * repeat the last one, their lanes are never stored). */
+DETECT_AVX512 static inline void load_block16(const decode_chunk *c, const float *src, int k0,
+                                              __mmask16 pm, __m512 r[16])
+{
+    UNROLL
+    for (int i = 0; i < 16; i++) {
+        const int k = k0 + i < c->no ? k0 + i : c->no - 1;
+        r[i] = _mm512_maskz_loadu_ps(pm, src + (size_t)k * c->plane);
+    }
+}
+
+DETECT_AVX512 static inline void store_block16(float *dst, size_t no, size_t np, __mmask16 km,
+                                               const __m512 r[16])
+{
+    UNROLL
+    for (size_t i = 0; i < 16; i++)
+        if (i < np)
+            _mm512_mask_storeu_ps(dst + i * no, km, r[i]);
+}
+
+DETECT_AVX512 static void decode_chunk_avx512(const decode_chunk *c)
+{
+    const __m512 two = _mm512_set1_ps(2.0f), half = _mm512_set1_ps(0.5f);
+    const __m512 s = _mm512_set1_ps(c->s), aw = _mm512_set1_ps(c->aw),
+                 ah = _mm512_set1_ps(c->ah);
+    const size_t no = (size_t)c->no;
+    int x = c->x0, y = c->y0;
+    for (size_t p = 0; p < c->n; p += 16) {
+        const size_t np = c->n - p < 16 ? c->n - p : 16;
+        const __mmask16 pm = (__mmask16)((1u << np) - 1);
+        int32_t gx[16], gy[16];
+        grid_cells(&x, &y, c->nx, 16, gx, gy);
+        const float *src = c->src + p;
+        float *dst = c->dst + p * no;
+        __m512 r[16];
+        load_block16(c, src, 0, pm, r);
+        const __m512 fx = _mm512_cvtepi32_ps(_mm512_loadu_si512(gx));
+        const __m512 fy = _mm512_cvtepi32_ps(_mm512_loadu_si512(gy));
+        r[0] = _mm512_mul_ps(_mm512_add_ps(_mm512_sub_ps(_mm512_mul_ps(r[0], two), half), fx), s);
+        r[1] = _mm512_mul_ps(_mm512_add_ps(_mm512_sub_ps(_mm512_mul_ps(r[1], two), half), fy), s);
+        const __m512 tw = _mm512_mul_ps(r[2], two), th = _mm512_mul_ps(r[3], two);
+        r[2] = _mm512_mul_ps(_mm512_mul_ps(tw, tw), aw);
+        r[3] = _mm512_mul_ps(_mm512_mul_ps(th, th), ah);
+        for (size_t k0 = 0;;) {
+            const size_t kc = no - k0 < 16 ? no - k0 : 16;
+            transpose16x16(r);
+            store_block16(dst + k0, no, np, (__mmask16)((1u << kc) - 1), r);
+            k0 += 16;
+            if (k0 >= no)
+                break;
+            load_block16(c, src, (int)k0, pm, r);
+        }
+    }
+}
+
+/* The AVX2 analogue: r[i] channel i of 8 pixels -> r[j] pixel j. */
+DETECT_AVX2 static inline void transpose8x8(__m256 r[8])
+{
+    __m256 t[8];
+    UNROLL
+    for (int j = 0; j < 8; j += 2) {
+        t[j] = _mm256_unpacklo_ps(r[j], r[j + 1]);
+        t[j + 1] = _mm256_unpackhi_ps(r[j], r[j + 1]);
+    }
+    /* r[4q+m], lane L: channels 4q..4q+3 of pixel 4L+m */
+    UNROLL
+    for (int q = 0; q < 8; q += 4) {
+        r[q] = _mm256_shuffle_ps(t[q], t[q + 2], 0x44);
+        r[q + 1] = _mm256_shuffle_ps(t[q], t[q + 2], 0xEE);
+        r[q + 2] = _mm256_shuffle_ps(t[q + 1], t[q + 3], 0x44);
+        r[q + 3] = _mm256_shuffle_ps(t[q + 1], t[q + 3], 0xEE);
+    }
+    UNROLL
+    for (int m = 0; m < 4; m++) {
+        t[m] = _mm256_permute2f128_ps(r[m], r[4 + m], 0x20);
+        t[4 + m] = _mm256_permute2f128_ps(r[m], r[4 + m], 0x31);
+    }
+    UNROLL
+    for (int j = 0; j < 8; j++)
+        r[j] = t[j];
+}
+
+DETECT_AVX2 static inline void load_block8(const decode_chunk *c, const float *src, int k0,
+                                           size_t np, __m256i pm, __m256 r[8])
+{
+    UNROLL
+    for (int i = 0; i < 8; i++) {
+        const int k = k0 + i < c->no ? k0 + i : c->no - 1;
+        const float *q = src + (size_t)k * c->plane;
+        r[i] = np == 8 ? _mm256_loadu_ps(q) : _mm256_maskload_ps(q, pm);
+    }
+}
+
+DETECT_AVX2 static inline void store_block8(float *dst, size_t no, size_t np, size_t kc,
+                                            __m256i km, const __m256 r[8])
+{
+    UNROLL
+    for (size_t i = 0; i < 8; i++)
+        if (i < np) {
+            if (kc == 8)
+                _mm256_storeu_ps(dst + i * no, r[i]);
+            else
+                _mm256_maskstore_ps(dst + i * no, km, r[i]);
+        }
+}
+
+DETECT_AVX2 static void decode_chunk_avx2(const decode_chunk *c)
+{
+    const __m256 two = _mm256_set1_ps(2.0f), half = _mm256_set1_ps(0.5f);
+    const __m256 s = _mm256_set1_ps(c->s), aw = _mm256_set1_ps(c->aw),
+                 ah = _mm256_set1_ps(c->ah);
+    const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const size_t no = (size_t)c->no;
+    int x = c->x0, y = c->y0;
+    for (size_t p = 0; p < c->n; p += 8) {
+        const size_t np = c->n - p < 8 ? c->n - p : 8;
+        const __m256i pm = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)np), iota);
+        int32_t gx[8], gy[8];
+        grid_cells(&x, &y, c->nx, 8, gx, gy);
+        const float *src = c->src + p;
+        float *dst = c->dst + p * no;
+        __m256 r[8];
+        load_block8(c, src, 0, np, pm, r);
+        const __m256 fx = _mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *)(void *)gx));
+        const __m256 fy = _mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *)(void *)gy));
+        r[0] = _mm256_mul_ps(_mm256_add_ps(_mm256_sub_ps(_mm256_mul_ps(r[0], two), half), fx), s);
+        r[1] = _mm256_mul_ps(_mm256_add_ps(_mm256_sub_ps(_mm256_mul_ps(r[1], two), half), fy), s);
+        const __m256 tw = _mm256_mul_ps(r[2], two), th = _mm256_mul_ps(r[3], two);
+        r[2] = _mm256_mul_ps(_mm256_mul_ps(tw, tw), aw);
+        r[3] = _mm256_mul_ps(_mm256_mul_ps(th, th), ah);
+        for (size_t k0 = 0;;) {
+            const size_t kc = no - k0 < 8 ? no - k0 : 8;
+            const __m256i km = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)kc), iota);
+            transpose8x8(r);
+            store_block8(dst + k0, no, np, kc, km, r);
+            k0 += 8;
+            if (k0 >= no)
+                break;
+            load_block8(c, src, (int)k0, np, pm, r);
+        }
+    }
+}
+#endif
+
+/* The transpose this CPU can run: the one asked for, or the next below. */
+static convf_isa decode_isa(convf_isa want)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_cpu_init();
+    if (want == CONVF_ISA_AVX512 && __builtin_cpu_supports("avx512f"))
+        return CONVF_ISA_AVX512;
+    if (want != CONVF_ISA_GENERIC && __builtin_cpu_supports("avx2"))
+        return CONVF_ISA_AVX2;
+#else
+    (void)want;
+#endif
+    return CONVF_ISA_GENERIC;
+}
 
 typedef struct {
     const yolo_model_info *info;
     int lvl, ny, nx;
-    size_t chunks; /* per anchor */
-    float *conv;   /* [na*no][ny*nx] logits, sigmoided in place */
-    float *rows;   /* this level's first row */
+    size_t chunks;     /* per anchor */
+    const float *conv; /* [na*no][ny*nx] logits, already sigmoided */
+    float *rows;       /* this level's first row */
+    convf_isa isa;     /* from decode_isa() */
 } decode_job;
 
 static void decode_range(void *arg, size_t begin, size_t end, int tid)
@@ -225,26 +485,35 @@ static void decode_range(void *arg, size_t begin, size_t end, int tid)
     const decode_job *j = arg;
     const int no = j->info->num_outputs, nx = j->nx;
     const size_t hw = (size_t)j->ny * (size_t)nx;
-    const float s = (float)j->info->strides[j->lvl];
     (void)tid;
     for (size_t item = begin; item < end; item++) {
         const int a = (int)(item / j->chunks);
         const size_t p0 = item % j->chunks * DECODE_CHUNK;
-        const size_t n = hw - p0 < DECODE_CHUNK ? hw - p0 : DECODE_CHUNK;
-        float *block = j->rows + ((size_t)a * hw + p0) * (size_t)no;
-        for (int k = 0; k < no; k++) {
-            const float *src = j->conv + ((size_t)a * (size_t)no + (size_t)k) * hw + p0;
-            for (size_t p = 0; p < n; p++)
-                block[p * (size_t)no + (size_t)k] = src[p];
-        }
-        const float aw = j->info->anchors[j->lvl][a][0], ah = j->info->anchors[j->lvl][a][1];
-        float *r = block;
-        for (size_t p = p0; p < p0 + n; p++, r += no) {
-            r[0] = (r[0] * 2.0f - 0.5f + (float)(p % (size_t)nx)) * s;
-            r[1] = (r[1] * 2.0f - 0.5f + (float)(p / (size_t)nx)) * s;
-            float tw = r[2] * 2.0f, th = r[3] * 2.0f;
-            r[2] = tw * tw * aw;
-            r[3] = th * th * ah;
+        const decode_chunk c = {
+            .src = j->conv + (size_t)a * (size_t)no * hw + p0,
+            .plane = hw,
+            .dst = j->rows + ((size_t)a * hw + p0) * (size_t)no,
+            .n = hw - p0 < DECODE_CHUNK ? hw - p0 : DECODE_CHUNK,
+            .no = no,
+            .nx = nx,
+            .x0 = (int)(p0 % (size_t)nx),
+            .y0 = (int)(p0 / (size_t)nx),
+            .s = (float)j->info->strides[j->lvl],
+            .aw = j->info->anchors[j->lvl][a][0],
+            .ah = j->info->anchors[j->lvl][a][1],
+        };
+        switch (j->isa) {
+#if defined(__x86_64__) || defined(__i386__)
+        case CONVF_ISA_AVX512:
+            decode_chunk_avx512(&c);
+            break;
+        case CONVF_ISA_AVX2:
+            decode_chunk_avx2(&c);
+            break;
+#endif
+        default:
+            decode_chunk_generic(&c);
+            break;
         }
     }
 }
@@ -268,6 +537,7 @@ static void detect_run_fast(const op_args *a)
     const op_fast *f = a->fast;
     const int c_out = info->num_anchors * info->num_outputs;
     const size_t out_item = (size_t)a->out_shape.h * (size_t)a->out_shape.w;
+    const convf_isa isa = decode_isa(f->isa);
     for (int b = 0; b < a->out_shape.n; b++) {
         float *rows = a->out + (size_t)b * out_item;
         const float *packed = f->packed;
@@ -281,7 +551,7 @@ static void detect_run_fast(const op_args *a)
             sigmoid_job sj = {f->isa, a->scratch};
             tpool_for(f->pool, (size_t)c_out * hw, sigmoid_range, &sj);
             decode_job j = {info, lvl, si.h, si.w, (hw + DECODE_CHUNK - 1) / DECODE_CHUNK,
-                            a->scratch, rows};
+                            a->scratch, rows, isa};
             tpool_for(f->pool, (size_t)info->num_anchors * j.chunks, decode_range, &j);
             rows += (size_t)info->num_anchors * hw * (size_t)info->num_outputs;
             packed += convf_packed_span(c_out, (size_t)si.c);
