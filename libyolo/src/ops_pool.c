@@ -12,7 +12,9 @@
  * of k*k, which matters for SP's 9x9 and 13x13. With the FAST backend the
  * order is turned around (rows first into a W-float buffer per thread, then
  * along the row) so output rows of all planes split over the pool's threads
- * with no shared scratch. The reference visits every window element with
+ * with no shared scratch; the row buffer has -inf margins, so every window
+ * along the row is whole and the loops run without edge cases (4-wide SSE
+ * max, which is exactly max2's b > a ? b : a). The reference visits every window element with
  * bounds checks.
  *
  * FLOPs: one per compare, counted as k*k per output element for both paths
@@ -20,6 +22,9 @@
  */
 #include <math.h>
 #include <stddef.h>
+#ifdef __SSE__
+#include <immintrin.h>
+#endif
 
 #include "internal.h"
 
@@ -112,6 +117,39 @@ static inline float max2(float a, float b)
     return b > a ? b : a;
 }
 
+/* dst[x] = max2(dst[x], src[x]), x < n. max2(a, b) is exactly SSE's
+ * maxps(b, a) (b > a ? b : a, NaN and signed zeros included), so the vector
+ * loop gives the scalar result; the compiler does not vectorize the plain
+ * loop at -O2 (an epilogue is needed). Inlined: SP's rows are ~20 floats. */
+static inline __attribute__((always_inline)) void max_into(float *restrict dst,
+                                                          const float *restrict src, int n)
+{
+    int x = 0;
+#ifdef __SSE__
+    for (; x + 4 <= n; x += 4)
+        _mm_storeu_ps(dst + x, _mm_max_ps(_mm_loadu_ps(src + x), _mm_loadu_ps(dst + x)));
+#endif
+    for (; x < n; x++)
+        dst[x] = max2(dst[x], src[x]);
+}
+
+/* o[x] = max2(t[2x], t[2x+1]), x < n: 2x2 stride-2 pooling along a row. */
+static inline __attribute__((always_inline)) void max_pairs(float *restrict o,
+                                                           const float *restrict t, int n)
+{
+    int x = 0;
+#ifdef __SSE__
+    for (; x + 4 <= n; x += 4) {
+        __m128 a = _mm_loadu_ps(t + 2 * x), b = _mm_loadu_ps(t + 2 * x + 4);
+        __m128 even = _mm_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0));
+        __m128 odd = _mm_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1));
+        _mm_storeu_ps(o + x, _mm_max_ps(odd, even));
+    }
+#endif
+    for (; x < n; x++)
+        o[x] = max2(t[2 * x], t[2 * x + 1]);
+}
+
 /* One channel: in H x W, out OH x OW, tmp H x OW. */
 static void pool_plane(const pool_geom *g, const float *in, int h, int w, float *out, int oh,
                        int ow, float *tmp)
@@ -143,55 +181,58 @@ static void pool_plane(const pool_geom *g, const float *in, int h, int w, float 
     }
 }
 
-/* One output row from the column maxima t (W floats, the max over the
- * row's vertical window): windows entirely inside the row in one
- * branch-free loop per tap (vectorizes for stride 1), the clipped ones at
- * either end through window(). */
-static void pool_row_horizontal(const pool_geom *g, const float *t, int w, float *o, int ow)
+/* One output row from the column maxima. t has p floats of -inf before
+ * the W maxima and enough after, so every window is whole: out[x] is the
+ * max of t[x*s .. x*s+k) with no clipping, loops the compiler vectorizes
+ * (-inf never wins a max, so this equals the clipped window). 2x2 stride 2
+ * (MP) pairs neighbours directly. */
+static void pool_row_horizontal(const pool_geom *g, const float *restrict t, int ow,
+                                float *restrict o)
 {
-    int in_lo = (g->p + g->s - 1) / g->s;         /* first ox with ox*s - p >= 0 */
-    int in_hi = w - g->k + g->p < 0 ? 0 : (w - g->k + g->p) / g->s + 1; /* ox*s-p+k <= w */
-    if (in_hi > ow)
-        in_hi = ow;
-    if (in_lo > in_hi)
-        in_lo = in_hi;
-    for (int ox = 0; ox < ow; ox++) {
-        if (ox == in_lo && in_lo < in_hi) {
-            const float *base = t + ((ptrdiff_t)in_lo * g->s - g->p);
-            for (int x = in_lo; x < in_hi; x++)
-                o[x] = base[(ptrdiff_t)(x - in_lo) * g->s];
-            for (int d = 1; d < g->k; d++)
-                for (int x = in_lo; x < in_hi; x++)
-                    o[x] = max2(o[x], base[(ptrdiff_t)(x - in_lo) * g->s + d]);
-            ox = in_hi - 1;
-            continue;
-        }
-        int lo, hi;
-        window(g, ox, w, &lo, &hi);
-        float m = t[lo];
-        for (int x = lo + 1; x < hi; x++)
-            m = max2(m, t[x]);
-        o[ox] = m;
+    if (g->k == 2 && g->s == 2) {
+        max_pairs(o, t, ow);
+        return;
+    }
+    if (g->s == 1) {
+        for (int x = 0; x < ow; x++)
+            o[x] = t[x];
+        for (int d = 1; d < g->k; d++)
+            max_into(o, t + d, ow);
+        return;
+    }
+    for (int x = 0; x < ow; x++) {
+        const float *w = t + (size_t)x * (size_t)g->s;
+        float m = w[0];
+        for (int d = 1; d < g->k; d++)
+            m = max2(m, w[d]);
+        o[x] = m;
     }
 }
 
+/* Floats of a row buffer for input width w: the -inf margins around it. */
+static size_t row_buffer_floats(const pool_geom *g, int w)
+{
+    return (size_t)w + 2 * (size_t)g->p + (size_t)g->k + (size_t)g->s;
+}
+
 /* Output rows [r0, r1) of one plane: the max over each row window first
- * (into t, W floats), then along the row. */
+ * (into the W floats of t after its -inf margin), then along the row. */
 static void pool_plane_rows(const pool_geom *g, const float *in, int h, int w, float *out, int r0,
                             int r1, int ow, float *t)
 {
+    const size_t n = row_buffer_floats(g, w);
+    for (size_t i = 0; i < n; i++)
+        t[i] = -INFINITY;
+    float *c = t + g->p; /* column maxima */
     for (int oy = r0; oy < r1; oy++) {
         int lo, hi;
         window(g, oy, h, &lo, &hi);
         const float *src = in + (size_t)lo * (size_t)w;
         for (int x = 0; x < w; x++)
-            t[x] = src[x];
-        for (int y = lo + 1; y < hi; y++) {
-            src = in + (size_t)y * (size_t)w;
-            for (int x = 0; x < w; x++)
-                t[x] = max2(t[x], src[x]);
-        }
-        pool_row_horizontal(g, t, w, out + (size_t)oy * (size_t)ow, ow);
+            c[x] = src[x];
+        for (int y = lo + 1; y < hi; y++)
+            max_into(c, in + (size_t)y * (size_t)w, w);
+        pool_row_horizontal(g, t, ow, out + (size_t)oy * (size_t)ow);
     }
 }
 
@@ -227,7 +268,8 @@ static void pool_run(const op_args *a)
 {
     const pool_geom g = layer_pool(a->layer);
     const yolo_shape si = a->in_shape[0], so = a->out_shape;
-    if (a->fast && a->fast->scratch && (size_t)si.w <= convf_thread_scratch_floats()) {
+    if (a->fast && a->fast->scratch &&
+        row_buffer_floats(&g, si.w) <= convf_thread_scratch_floats()) {
         pool_job j = {a, g};
         tpool_for(a->fast->pool, (size_t)so.n * (size_t)so.c * (size_t)so.h, pool_range, &j);
         return;
