@@ -659,6 +659,7 @@ static int load_model(bench_run *r)
         snprintf(r->model_sha, sizeof r->model_sha, "unreadable");
     yolo_ctx_params cp = yolo_ctx_default_params();
     cp.threads = o->threads;
+    cp.no_winograd = o->no_winograd;
     if (yolo_ctx_create(r->model, &cp, &r->ctx) != YOLO_OK) {
         snprintf(r->err, sizeof r->err, "cannot create context: %s", yolo_last_error());
         return EXIT_ERROR;

@@ -845,6 +845,49 @@ static void test_shared_packed_weights(void **state)
     yolo_model_free(m);
 }
 
+/* yolo_ctx_params.no_winograd: no layer runs Winograd, no transformed
+ * weights are made (less packed memory than a default ctx on its own
+ * model), and the predictions are those of the direct kernels. */
+static void test_no_winograd_param(void **state)
+{
+    (void)state;
+    yolo_model *m1 = load_tiny(), *m2 = load_tiny();
+    yolo_ctx_params p = yolo_ctx_default_params();
+    p.no_winograd = 1;
+    yolo_ctx *lean = NULL, *dflt = ctx_on(m2, YOLO_BACKEND_FAST);
+    assert_int_equal(yolo_ctx_create(m1, &p, &lean), YOLO_OK);
+    float *x = random_input(1, TINY_H, TINY_W, 93);
+    forward_ok(lean, x, 1, TINY_H, TINY_W);
+    forward_ok(dflt, x, 1, TINY_H, TINY_W);
+    int wino = 0;
+    for (int i = 0; i < m1->n_layers; i++) {
+        assert_int_equal(lean->wino_on[i], 0);
+        assert_null(lean->wino_packed[i]);
+        wino += dflt->wino_on[i];
+    }
+    assert_true(wino > 0);
+    yolo_ctx_memory ml, md;
+    assert_int_equal(yolo_ctx_memory_info(lean, &ml), YOLO_OK);
+    assert_int_equal(yolo_ctx_memory_info(dflt, &md), YOLO_OK);
+    assert_true(ml.packed_weight_bytes > 0 && ml.packed_weight_bytes < md.packed_weight_bytes);
+    /* the same as the direct path chosen through the internal switch */
+    yolo_ctx *direct = ctx_on(m2, YOLO_BACKEND_FAST);
+    direct->winograd_off = 1;
+    forward_ok(direct, x, 1, TINY_H, TINY_W);
+    size_t n, nd;
+    float *pl = predictions_copy(lean, &n), *pd = predictions_copy(direct, &nd);
+    assert_int_equal(n, nd);
+    assert_memory_equal(pl, pd, n * sizeof *pl);
+    yolo_ctx_free(direct);
+    yolo_ctx_free(lean);
+    yolo_ctx_free(dflt);
+    free(pl);
+    free(pd);
+    free(x);
+    yolo_model_free(m1);
+    yolo_model_free(m2);
+}
+
 typedef struct {
     const yolo_model *m;
     const float *x;
@@ -989,6 +1032,7 @@ int main(void)
         cmocka_unit_test(test_batch_and_replan),
         cmocka_unit_test(test_detect_pipeline),
         cmocka_unit_test(test_shared_packed_weights),
+        cmocka_unit_test(test_no_winograd_param),
         cmocka_unit_test(test_concurrent_ctx_create),
         cmocka_unit_test(test_gemm_after_fast_drop),
     };

@@ -189,6 +189,7 @@ yolo_status yolo_ctx_create(const yolo_model *model, const yolo_ctx_params *para
     /* Valid wherever plan_concat_aliases applies it (batch 1, not
      * REFERENCE); members stay readable, so keep_all is unaffected. */
     c->concat_in_place = 1;
+    c->winograd_off = p.no_winograd != 0;
     if (p.backend == YOLO_BACKEND_FAST) {
         yolo_status st = graph_fast_setup(c);
         if (st != YOLO_OK) {
