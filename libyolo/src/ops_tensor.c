@@ -137,12 +137,20 @@ static yolo_status upsample_shape(const yolo_model *m, const model_layer *l, con
 }
 
 /* Builds each output row once, then repeats it f-1 times. */
-static void upsample_run(const op_args *a)
+/* Planes [begin, end): each input pixel f times along the row, then the
+ * row f - 1 more times; the activation on the planes written. */
+typedef struct {
+    const op_args *a;
+} upsample_job;
+
+static void upsample_planes(void *arg, size_t begin, size_t end, int tid)
 {
+    const op_args *a = ((const upsample_job *)arg)->a;
     const int f = a->layer->kernel;
     const yolo_shape si = a->in_shape[0], so = a->out_shape;
-    const size_t planes = (size_t)si.n * (size_t)si.c, ow = (size_t)so.w;
-    for (size_t p = 0; p < planes; p++) {
+    const size_t ow = (size_t)so.w;
+    (void)tid;
+    for (size_t p = begin; p < end; p++) {
         const float *src = a->in[0] + p * plane_of(si);
         float *dst = a->out + p * plane_of(so);
         for (int y = 0; y < si.h; y++, src += si.w) {
@@ -153,8 +161,21 @@ static void upsample_run(const op_args *a)
             for (int r = 1; r < f; r++, dst += ow)
                 memcpy(dst, row, ow * sizeof *dst);
         }
+        apply_activation(a->out + p * plane_of(so), plane_of(so), a->layer->act,
+                         a->layer->alpha);
     }
-    finish(a);
+}
+
+/* Planes split over the FAST backend's threads (one range each). */
+static void upsample_run(const op_args *a)
+{
+    const yolo_shape si = a->in_shape[0];
+    const size_t planes = (size_t)si.n * (size_t)si.c;
+    upsample_job j = {a};
+    if (a->fast && a->fast->pool)
+        tpool_for(a->fast->pool, planes, upsample_planes, &j);
+    else
+        upsample_planes(&j, 0, planes, 0);
 }
 
 /* out[y][x] = in[y / f][x / f]. */
