@@ -445,6 +445,57 @@ static void test_pool_ops_fast(void **state)
     tpool_free(pool);
 }
 
+/* Concat and Upsample split over 2 threads (FAST) against their references,
+ * bit for bit: batch 3 and odd channel counts, so the 16384-float pieces
+ * of Concat start and end inside inputs and items; with an activation. */
+static void test_tensor_ops_fast(void **state)
+{
+    (void)state;
+    yolo_pool *pool;
+    assert_int_equal(tpool_create(2, &pool), YOLO_OK);
+    op_fast f = {pool, NULL, NULL, NULL, convf_best_isa()};
+    const int types[] = {LAYER_CONCAT, LAYER_UPSAMPLE};
+    for (size_t t = 0; t < 2; t++) {
+        model_layer l;
+        memset(&l, 0, sizeof l);
+        l.type = types[t];
+        l.act = YOLO_ACT_LEAKY_RELU;
+        l.alpha = 0.1f;
+        l.kernel = 2;
+        l.n_inputs = l.type == LAYER_CONCAT ? 3 : 1;
+        const int chans[] = {13, 17, 5};
+        op_args a;
+        memset(&a, 0, sizeof a);
+        a.layer = &l;
+        a.n_in = l.n_inputs;
+        float *ins[3] = {NULL, NULL, NULL};
+        for (int i = 0; i < a.n_in; i++) {
+            a.in_shape[i] = (yolo_shape){3, chans[i], 20, 30};
+            ins[i] = rand_floats(shape_elems(a.in_shape[i]), 70 + (uint64_t)i, 1.0f);
+            a.in[i] = ins[i];
+        }
+        const op_vtable *op = op_lookup(l.type);
+        assert_int_equal(op->shape(NULL, &l, a.in_shape, a.n_in, &a.out_shape), YOLO_OK);
+        size_t n = shape_elems(a.out_shape);
+        float *ref = malloc(n * sizeof *ref), *fast = malloc(n * sizeof *fast);
+        a.out = ref;
+        op->run_reference(&a);
+        a.out = fast;
+        a.fast = &f;
+        op->run(&a);
+        for (size_t i = 0; i < n; i++)
+            if (fast[i] != ref[i]) {
+                print_error("%s: output %zu is %g, expected %g\n", op->name, i,
+                            (double)fast[i], (double)ref[i]);
+                fail();
+            }
+        for (int i = 0; i < a.n_in; i++)
+            free(ins[i]);
+        free(ref), free(fast);
+    }
+    tpool_free(pool);
+}
+
 /* ---- Winograd F(4x4,3x3) (winograd.c) ------------------------------------------- */
 
 /* Error bound of one Winograd output relative to the direct sum's scale
@@ -688,6 +739,7 @@ int main(void)
         cmocka_unit_test(test_pool_for),
         cmocka_unit_test(test_sigmoid),
         cmocka_unit_test(test_pool_ops_fast),
+        cmocka_unit_test(test_tensor_ops_fast),
         cmocka_unit_test(test_concat_in_place),
         cmocka_unit_test(test_winograd),
         cmocka_unit_test(test_winograd_model),
