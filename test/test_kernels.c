@@ -384,6 +384,28 @@ static void test_pool_for(void **state)
     tpool_free(pool);
 }
 
+
+/* The op's reference into ref, then its FAST run (f) into fast. */
+static void run_both(const op_vtable *op, op_args *a, const op_fast *f, float *ref, float *fast)
+{
+    a->out = ref;
+    a->fast = NULL;
+    op->run_reference(a);
+    a->out = fast;
+    a->fast = f;
+    op->run(a);
+}
+
+static void expect_same_bits(const char *what, const float *got, const float *want, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (got[i] != want[i]) {
+            print_error("%s: output %zu is %g, expected %g\n", what, i, (double)got[i],
+                        (double)want[i]);
+            fail();
+        }
+}
+
 /* The pooling ops through op_args.fast (rows split over 2 threads) against
  * their references: MP, SP 5 and 13, MaxPool2d with stride 2 and 3, pad
  * 0..k/2, odd sizes, a width below the kernel plus padding, batch 2. */
@@ -428,17 +450,10 @@ static void test_pool_ops_fast(void **state)
         a.in_shape[0] = in_shape;
         a.out_shape = out_shape;
         a.scratch = tmp;
-        a.out = ref;
-        op->run_reference(&a);
-        a.out = fast;
-        a.fast = &f;
-        op->run(&a);
-        for (size_t i = 0; i < n_out; i++)
-            if (fast[i] != ref[i]) {
-                print_error("pool case %zu: output %zu is %g, expected %g\n", k, i,
-                            (double)fast[i], (double)ref[i]);
-                fail();
-            }
+        run_both(op, &a, &f, ref, fast);
+        char what[32];
+        snprintf(what, sizeof what, "pool case %zu", k);
+        expect_same_bits(what, fast, ref, n_out);
         free(in), free(fast), free(ref), free(tmp);
     }
     free(scratch);
@@ -478,17 +493,8 @@ static void test_tensor_ops_fast(void **state)
         assert_int_equal(op->shape(NULL, &l, a.in_shape, a.n_in, &a.out_shape), YOLO_OK);
         size_t n = shape_elems(a.out_shape);
         float *ref = malloc(n * sizeof *ref), *fast = malloc(n * sizeof *fast);
-        a.out = ref;
-        op->run_reference(&a);
-        a.out = fast;
-        a.fast = &f;
-        op->run(&a);
-        for (size_t i = 0; i < n; i++)
-            if (fast[i] != ref[i]) {
-                print_error("%s: output %zu is %g, expected %g\n", op->name, i,
-                            (double)fast[i], (double)ref[i]);
-                fail();
-            }
+        run_both(op, &a, &f, ref, fast);
+        expect_same_bits(op->name, fast, ref, n);
         for (int i = 0; i < a.n_in; i++)
             free(ins[i]);
         free(ref), free(fast);
