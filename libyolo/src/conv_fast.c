@@ -321,20 +321,7 @@ void convf_conv2d(const conv_geom *g, const float *in, const float *packed, cons
     tpool_run(pool, conv_worker, &j);
 }
 
-/* ---- portable microkernel and activation -------------------------------------------- */
-
-static inline float act_one(float x, yolo_activation act, float alpha)
-{
-    switch (act) {
-    case YOLO_ACT_LEAKY_RELU:
-        return x > 0.0f ? x : alpha * x;
-    case YOLO_ACT_SILU:
-        return x / (1.0f + expf(-x));
-    case YOLO_ACT_NONE:
-        break;
-    }
-    return x;
-}
+/* ---- portable microkernel (its activation: apply_activation, ops_norm.c) ------------ */
 
 void convf_kernel_generic(const convf_tile *t)
 {
@@ -351,17 +338,11 @@ void convf_kernel_generic(const convf_tile *t)
     for (int m = 0; m < t->m_valid; m++) {
         float *c = t->c + (size_t)m * t->ldc;
         float init = t->bias ? t->bias[m] : 0.0f;
-        for (int j = 0; j < t->n_valid; j++) {
-            float v = (t->first ? init : c[j]) + acc[m][j];
-            c[j] = t->last ? act_one(v, t->act, t->alpha) : v;
-        }
+        for (int j = 0; j < t->n_valid; j++)
+            c[j] = (t->first ? init : c[j]) + acc[m][j];
+        if (t->last)
+            apply_activation(c, (size_t)t->n_valid, t->act, t->alpha);
     }
-}
-
-static void activate_generic(float *x, size_t n, yolo_activation act, float alpha)
-{
-    for (size_t i = 0; i < n; i++)
-        x[i] = act_one(x[i], act, alpha);
 }
 
 /* ---- dispatch --------------------------------------------------------------------- */
@@ -437,7 +418,7 @@ void convf_activate(convf_isa isa, float *x, size_t n, yolo_activation act, floa
     else if (isa == CONVF_ISA_AVX2 && cpu_has(isa))
         convf_activate_avx2(x, n, act, alpha);
     else
-        activate_generic(x, n, act, alpha);
+        apply_activation(x, n, act, alpha);
 }
 
 void convf_sigmoid(convf_isa isa, float *x, size_t n)
