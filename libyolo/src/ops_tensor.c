@@ -36,6 +36,12 @@ static uint64_t act_only_flops(const model_layer *l, const yolo_shape *in, int n
     return l->act != YOLO_ACT_NONE ? shape_elems(out) : 0;
 }
 
+/* The FAST backend's pool, or NULL (tpool_for then runs inline). */
+static yolo_pool *op_pool(const op_args *a)
+{
+    return a->fast ? a->fast->pool : NULL;
+}
+
 static void finish(const op_args *a)
 {
     apply_activation(a->out, shape_elems(a->out_shape), a->layer->act, a->layer->alpha);
@@ -112,10 +118,7 @@ static void concat_run(const op_args *a)
 {
     const size_t total = shape_elems(a->out_shape);
     concat_job j = {a};
-    if (a->fast && a->fast->pool)
-        tpool_for(a->fast->pool, (total + CONCAT_CHUNK - 1) / CONCAT_CHUNK, concat_chunks, &j);
-    else
-        concat_span(a, 0, total);
+    tpool_for(op_pool(a), (total + CONCAT_CHUNK - 1) / CONCAT_CHUNK, concat_chunks, &j);
 }
 
 static void concat_reference(const op_args *a)
@@ -200,16 +203,14 @@ static void upsample_planes(void *arg, size_t begin, size_t end, int tid)
     }
 }
 
-/* Planes split over the FAST backend's threads (one range each). */
+/* Planes split over the FAST backend's threads (one range each; inline
+ * without a pool). */
 static void upsample_run(const op_args *a)
 {
     const yolo_shape si = a->in_shape[0];
     const size_t planes = (size_t)si.n * (size_t)si.c;
     upsample_job j = {a};
-    if (a->fast && a->fast->pool)
-        tpool_for(a->fast->pool, planes, upsample_planes, &j);
-    else
-        upsample_planes(&j, 0, planes, 0);
+    tpool_for(op_pool(a), planes, upsample_planes, &j);
 }
 
 /* out[y][x] = in[y / f][x / f]. */
