@@ -454,17 +454,24 @@ static void test_plan_check_catches_alias_errors(void **state)
     yolo_ctx_free(c);
 }
 
-/* The exported yolov7-tiny planned at 640x640: 25200 rows and about 13.7
- * GFLOPs of convolution (the official model's figure). */
-static void test_plan_yolov7_tiny(void **state)
+/* The synthetic yolov7-tiny of `make weights`, loaded or the test fails. */
+static yolo_model *load_tiny(void)
 {
-    (void)state;
     const char *path = "weights/yolov7-tiny.bin";
     if (access(path, R_OK) != 0)
         fail_msg("%s is missing: run `make weights` from the repository root", path);
     yolo_model *m = NULL;
     if (yolo_model_load(path, NULL, &m) != YOLO_OK)
         fail_msg("%s", yolo_last_error());
+    return m;
+}
+
+/* The exported yolov7-tiny planned at 640x640: 25200 rows and about 13.7
+ * GFLOPs of convolution (the official model's figure). */
+static void test_plan_yolov7_tiny(void **state)
+{
+    (void)state;
+    yolo_model *m = load_tiny();
     yolo_ctx *c = NULL;
     assert_int_equal(yolo_ctx_create(m, NULL, &c), YOLO_OK);
     assert_int_equal(yolo_ctx_plan(c, 1, 640, 640), YOLO_OK);
@@ -742,16 +749,6 @@ static void test_detect_pipeline(void **state)
 #define TINY_H 160 /* Winograd on the larger layers, the direct kernel on the rest */
 #define TINY_W 224
 
-static yolo_model *load_tiny(void)
-{
-    const char *path = "weights/yolov7-tiny.bin";
-    if (access(path, R_OK) != 0)
-        fail_msg("%s is missing: run `make weights` from the repository root", path);
-    yolo_model *m = NULL;
-    if (yolo_model_load(path, NULL, &m) != YOLO_OK)
-        fail_msg("%s", yolo_last_error());
-    return m;
-}
 
 static yolo_ctx *ctx_on(const yolo_model *m, yolo_backend backend)
 {
