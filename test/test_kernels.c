@@ -67,16 +67,14 @@ static float act_ref(float x, yolo_activation act, float alpha)
     return x;
 }
 
-/* Compares out with act(naive conv), within 1e-5 of the sum of |w*x| (+|b|)
- * per output, the scale of float rounding; a wrong weight, pixel or padding
- * is off by a multiple of one term, far above that. */
-static int check_conv(const conv_geom *g, const float *in, const float *w, const float *bias,
-                      yolo_activation act, float alpha, const float *out, const char *what)
+/* The naive convolution into ref (c_out*oh*ow floats, before activation)
+ * and, into mag, the same sum over |w*x| (+|b|): the scale of the float
+ * rounding of each output. */
+static void naive_with_scale(const conv_geom *g, const float *in, const float *w,
+                             const float *bias, float *ref, float *mag)
 {
-    size_t n_out = (size_t)g->c_out * (size_t)g->oh * (size_t)g->ow;
     size_t n_in = (size_t)g->c_in * (size_t)g->h * (size_t)g->w;
     size_t n_w = (size_t)g->c_out * (size_t)g->c_in * (size_t)(g->k * g->k);
-    float *ref = malloc(n_out * sizeof *ref), *mag = malloc(n_out * sizeof *mag);
     float *ain = malloc(n_in * sizeof *ain), *aw = malloc(n_w * sizeof *aw);
     float *ab = malloc((size_t)g->c_out * sizeof *ab);
     for (size_t i = 0; i < n_in; i++)
@@ -87,6 +85,18 @@ static int check_conv(const conv_geom *g, const float *in, const float *w, const
         ab[i] = bias ? fabsf(bias[i]) : 0.0f;
     conv2d_naive(g, in, w, bias, ref);
     conv2d_naive(g, ain, aw, ab, mag);
+    free(ain), free(aw), free(ab);
+}
+
+/* Compares out with act(naive conv), within 1e-5 of the sum of |w*x| (+|b|)
+ * per output, the scale of float rounding; a wrong weight, pixel or padding
+ * is off by a multiple of one term, far above that. */
+static int check_conv(const conv_geom *g, const float *in, const float *w, const float *bias,
+                      yolo_activation act, float alpha, const float *out, const char *what)
+{
+    size_t n_out = (size_t)g->c_out * (size_t)g->oh * (size_t)g->ow;
+    float *ref = malloc(n_out * sizeof *ref), *mag = malloc(n_out * sizeof *mag);
+    naive_with_scale(g, in, w, bias, ref, mag);
     int bad = 0;
     for (size_t i = 0; i < n_out && bad < 3; i++) {
         float want = act_ref(ref[i], act, alpha);
@@ -97,7 +107,7 @@ static int check_conv(const conv_geom *g, const float *in, const float *w, const
             bad++;
         }
     }
-    free(ref), free(mag), free(ain), free(aw), free(ab);
+    free(ref), free(mag);
     return bad;
 }
 
@@ -551,16 +561,7 @@ static int wino_case_run(const wino_case *c, convf_isa isa, int threads, yolo_ac
     tpool_free(pool);
     /* Reference and scale as in check_conv, but with the Winograd bound. */
     float *ref = malloc(n_out * sizeof *ref), *mag = malloc(n_out * sizeof *mag);
-    float *aw = malloc(n_w * sizeof *aw), *ain = malloc(n_in * sizeof *ain);
-    float *ab = malloc((size_t)c->c_out * sizeof *ab);
-    for (size_t i = 0; i < n_w; i++)
-        aw[i] = fabsf(w[i]);
-    for (size_t i = 0; i < n_in; i++)
-        ain[i] = fabsf(in[i]);
-    for (int i = 0; i < c->c_out; i++)
-        ab[i] = fabsf(b[i]);
-    conv2d_naive(&g, in, w, b, ref);
-    conv2d_naive(&g, ain, aw, ab, mag);
+    naive_with_scale(&g, in, w, b, ref, mag);
     int bad = 0;
     for (size_t i = 0; i < n_out; i++) {
         double want = act_ref(ref[i], act, 0.1f), err = fabs((double)out[i] - want);
@@ -572,7 +573,6 @@ static int wino_case_run(const wino_case *c, convf_isa isa, int threads, yolo_ac
                         c->c_in, c->h, c->w, c->c_out, c->pad, threads, i, (double)out[i], want);
     }
     free(w), free(b), free(in), free(packed), free(scratch), free(out), free(ref), free(mag);
-    free(aw), free(ain), free(ab);
     return bad;
 }
 
