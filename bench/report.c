@@ -117,8 +117,11 @@ static void print_speed(const bench_run *r, const bench_summary *s, FILE *f)
     fmt_num(c, sizeof c, s->fraction_of_fma_peak * 100, "%.1f%%");
     fmt_num(d, sizeof d, s->gflop_per_image, "%.2f");
     fprintf(f, "FLOPs: %s GFLOP/image, achieved %s GFLOP/s in forward, FMA peak %s GFLOP/s "
-               "(%s, %d threads) -> %s of peak\n",
-            d, a, b, r->fma_isa, r->threads_used, c);
+               "(%s, %d threads) -> %s of peak%s\n",
+            d, a, b, r->fma_isa, r->threads_used, c,
+            s->fraction_of_fma_peak > 1.0
+                ? " (FLOPs counted as direct convolution; Winograd layers do fewer)"
+                : "");
 }
 
 static void print_energy(const bench_run *r, const bench_summary *s, FILE *f)
