@@ -8,6 +8,10 @@
  *
  *   perf_layers MODEL.bin [--size H W] [--batch B] [--runs N] [--threads T]
  *               [--backends fast,gemm,fast+cat,fast-wino] [--layers | --all-layers]
+ *               [--loads L]
+ *
+ * --loads L first times L more yolo_model_load calls (page cache warm from
+ * the first) and prints their median, min and max.
  *
  * "+cat" plans Concat inputs into their slice (yolo_ctx.concat_in_place),
  * "-wino" turns Winograd off (yolo_ctx.winograd_off).
@@ -106,14 +110,32 @@ static void die(const char *what)
     exit(1);
 }
 
+/* Median / min / max of n model loads (mmap + checks + checksums). */
+static void time_loads(const char *path, int n)
+{
+    double *t = calloc((size_t)n, sizeof *t);
+    for (int i = 0; i < n; i++) {
+        yolo_model *m;
+        uint64_t t0 = yolo_now_ns();
+        if (yolo_model_load(path, NULL, &m) != YOLO_OK)
+            die("load");
+        t[i] = (double)(yolo_now_ns() - t0) / 1e6;
+        yolo_model_free(m);
+    }
+    qsort(t, (size_t)n, sizeof *t, cmp_double);
+    printf("%s: yolo_model_load median %.2f ms, min %.2f, max %.2f (%d loads)\n", path, t[n / 2],
+           t[0], t[n - 1], n);
+    free(t);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
         fprintf(stderr, "usage: perf_layers MODEL.bin [--size H W] [--batch B] [--runs N] "
-                        "[--threads T] [--backends fast,gemm] [--layers]\n");
+                        "[--threads T] [--backends fast,gemm] [--layers] [--loads L]\n");
         return 2;
     }
-    int h = 640, w = 640, batch = 1, runs = 10, threads = 1, layers = 0;
+    int h = 640, w = 640, batch = 1, runs = 10, threads = 1, layers = 0, loads = 0;
     backend_spec backends[MAX_BACKENDS];
     int nb = 0;
     char blist[128] = "gemm";
@@ -129,6 +151,8 @@ int main(int argc, char **argv)
             threads = atoi(argv[++i]);
         } else if (!strcmp(argv[i], "--backends") && i + 1 < argc) {
             snprintf(blist, sizeof blist, "%s", argv[++i]);
+        } else if (!strcmp(argv[i], "--loads") && i + 1 < argc) {
+            loads = atoi(argv[++i]);
         } else if (!strcmp(argv[i], "--layers")) {
             layers = 1;
         } else if (!strcmp(argv[i], "--all-layers")) {
@@ -148,6 +172,8 @@ int main(int argc, char **argv)
     yolo_model *m;
     if (yolo_model_load(argv[1], NULL, &m) != YOLO_OK)
         die("load");
+    if (loads > 0)
+        time_loads(argv[1], loads);
     yolo_ctx *ctx[MAX_BACKENDS];
     static layer_stats stats[MAX_BACKENDS];
     for (int b = 0; b < nb; b++) {
