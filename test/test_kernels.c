@@ -531,7 +531,7 @@ typedef struct {
 static const wino_case wcases[] = {
     {3, 7, 9, 5, 1},    {16, 13, 11, 19, 1}, {33, 4, 4, 8, 1},  {70, 17, 23, 20, 1},
     {8, 6, 6, 9, 0},    {5, 9, 10, 3, 2},    {130, 12, 12, 17, 1}, {4, 1, 1, 8, 1},
-    {24, 40, 9, 64, 1}, {12, 3, 50, 40, 1},
+    {24, 40, 9, 64, 1}, {12, 3, 50, 40, 1}, {40, 21, 70, 24, 1},
 };
 
 static int wino_case_run(const wino_case *c, convf_isa isa, int threads, yolo_activation act,

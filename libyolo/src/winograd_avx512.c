@@ -6,13 +6,16 @@
  * the 16 tiles of a lane group form at most a few runs of consecutive tiles
  * in one tile row; within a run, lane l's tile starts 4 pixels after lane
  * l-1's. So the six input values (c = 0..5) one patch row gives each lane
- * are row[xb + 4l + c]: four loads of 64 consecutive floats (masked to the
- * image, zero outside: the convolution's padding) de-interleaved by
- * permutes, plus c = 4, 5 as c = 0, 1 moved down one lane. The output does
- * the reverse: each output row of 16 tiles' 4x4 blocks is 64 consecutive
- * floats, interleaved from four vectors by in-lane and 128-bit shuffles and
- * stored with masks (the run's lanes, the image's right edge). This
- * replaces per-lane scalar copies, which cost as much as the transforms.
+ * are row[xb + 4l + c]: a 64-float window (plus two floats), loaded as five
+ * masked 16-float chunks (zero outside the image: the convolution's
+ * padding) and de-interleaved by permutes, with c = 4, 5 as c = 0, 1 moved
+ * down one lane. The output does the reverse: each output row of 16 tiles'
+ * 4x4 blocks is 64 consecutive floats, interleaved from four vectors by
+ * in-lane and 128-bit shuffles and stored with masks. Which loads and
+ * stores a group needs (offsets and masks; lanes of different runs come from
+ * different rows, so a chunk may take several) is worked out once per block
+ * and reused for every channel: a "plan". This replaces per-lane scalar
+ * copies, which cost as much as the transforms.
  *
  * Lane groups are CONVF_NR / 16 per block; the math (B^T d B, A^T m A) is
  * the same sums as winograd.c's, in registers.
@@ -20,6 +23,7 @@
 #if defined(__x86_64__) || defined(__i386__)
 
 #include <stdint.h>
+#include <string.h>
 
 #include "simd_avx512.h"
 
@@ -84,53 +88,115 @@ TARGET_AVX512 static inline void bt6_v(__m512 *d0, __m512 *d1, __m512 *d2, __m51
     *d5 = _mm512_add_ps(_mm512_sub_ps(_mm512_mul_ps(four, b), _mm512_mul_ps(five, d)), f);
 }
 
-/* p[c][l] = row[xb + 4l + c], c < 6, zero where x is outside [0, w). */
-TARGET_AVX512 static inline void load_patch_row(const float *row, int xb, int w, __m512 p[SIDE])
+
+/* Where one lane group's patch rows come from, worked out once per block
+ * and used for every channel. Laid side by side, the patch rows of lanes
+ * 0..15 are one 64-float window (lane l's six floats start at 4l), plus
+ * two floats for lane 15's c = 4, 5: five 16-float chunks, each filled by
+ * one masked load per run that meets it (at most 4; masked to the run's
+ * lanes and to the image: zero outside, the padding). Lanes of different
+ * runs come from different rows. c = 4, 5 of lane l are c = 0, 1 of lane
+ * l + 1 shifted down one lane, except at a run's last lane, which gets them
+ * as two scalars (a "run end"). */
+typedef struct {
+    long off;       /* offset of the c = 4 float */
+    __mmask16 lane; /* the lane */
+    int ok4, ok5;   /* inside the image */
+} run_end;
+
+#define MAX_RUNS_PER_CHUNK 4 /* a chunk is 4 lanes */
+
+typedef struct {
+    long off[SIDE][5][MAX_RUNS_PER_CHUNK]; /* float offsets from the channel plane */
+    __mmask16 m[SIDE][5][MAX_RUNS_PER_CHUNK];
+    int n[SIDE][5]; /* loads per chunk */
+    int n_ends[SIDE];
+    run_end end[SIDE][LANES];
+} group_plan;
+
+static int inside(int v, int n)
 {
-    __m512 z[5];
-    for (int q = 0; q < 5; q++) {
-        int x = xb + LANES * q;
-        __mmask16 m = bits(-x, w - x);
-        if (q == 4)
-            m &= 0x3; /* only row[xb + 64], row[xb + 65] */
-        z[q] = _mm512_maskz_loadu_ps(m, at(row, x));
+    return v >= 0 && v < n;
+}
+
+static void plan_group(const conv_geom *g, const lane_run *run, int n_runs, group_plan *gp)
+{
+    memset(gp->n, 0, sizeof gp->n);
+    for (int r = 0; r < SIDE; r++) {
+        gp->n_ends[r] = 0;
+        for (int k = 0; k < n_runs; k++) {
+            const int y = OUT * run[k].ty - g->pad + r, row_ok = inside(y, g->h);
+            const int l0 = run[k].l0, l1 = l0 + run[k].n;
+            const int xb = OUT * (run[k].tx0 - l0) - g->pad; /* lane l's patch starts at xb + 4l */
+            const long row = (long)y * g->w + xb;
+            for (int q = 0; row_ok && q < 5; q++) {
+                const int f0 = LANES * q; /* the chunk's first float in the window */
+                /* lanes [l0, l1) are floats [4 l0, 4 l1); chunk 4 is lane 15's c = 4, 5 */
+                __mmask16 m = q < 4 ? bits(OUT * l0 - f0, OUT * l1 - f0)
+                                    : (l1 == LANES ? bits(0, 2) : 0);
+                m &= bits(-(xb + f0), g->w - (xb + f0)); /* inside the row */
+                if (m) {
+                    gp->off[r][q][gp->n[r][q]] = row + f0;
+                    gp->m[r][q][gp->n[r][q]++] = m;
+                }
+            }
+            if (l1 < LANES) { /* the run ends before lane 15 */
+                const int e = l1 - 1, x4 = xb + OUT * e + 4;
+                gp->end[r][gp->n_ends[r]++] =
+                    (run_end){row + OUT * e + 4, (__mmask16)(1u << e),
+                              row_ok && inside(x4, g->w), row_ok && inside(x4 + 1, g->w)};
+            }
+        }
     }
+}
+
+/* Chunk q of patch row r, by its planned loads. */
+TARGET_AVX512 static inline __attribute__((always_inline)) __m512
+load_chunk(const float *plane, const group_plan *gp, int r, int q)
+{
+    __m512 z = _mm512_setzero_ps();
+    for (int i = 0; i < gp->n[r][q]; i++)
+        z = _mm512_mask_loadu_ps(z, gp->m[r][q][i], at(plane, gp->off[r][q][i]));
+    return z;
+}
+
+/* p[c][l] = float c of lane l's patch row r, as planned. */
+TARGET_AVX512 static inline __attribute__((always_inline)) void
+planned_patch_row(const float *plane, const group_plan *gp, int r, __m512 p[SIDE])
+{
+    const __m512 z0 = load_chunk(plane, gp, r, 0), z1 = load_chunk(plane, gp, r, 1);
+    const __m512 z2 = load_chunk(plane, gp, r, 2), z3 = load_chunk(plane, gp, r, 3);
+    const __m512i z4 = _mm512_castps_si512(load_chunk(plane, gp, r, 4));
     for (int c = 0; c < 4; c++) {
         const __m512i idx = _mm512_setr_epi32(c, c + 4, c + 8, c + 12, c + 16, c + 20, c + 24,
                                               c + 28, c, c + 4, c + 8, c + 12, c + 16, c + 20,
                                               c + 24, c + 28);
-        __m512 lo = _mm512_permutex2var_ps(z[0], idx, z[1]);
-        __m512 hi = _mm512_permutex2var_ps(z[2], idx, z[3]);
-        p[c] = _mm512_mask_blend_ps((__mmask16)0xff00, lo, hi);
+        p[c] = _mm512_mask_blend_ps((__mmask16)0xff00, _mm512_permutex2var_ps(z0, idx, z1),
+                                    _mm512_permutex2var_ps(z2, idx, z3));
     }
-    const __m512i z4 = _mm512_castps_si512(z[4]);
-    p[4] = _mm512_castsi512_ps(_mm512_alignr_epi32(z4, _mm512_castps_si512(p[0]), 1));
-    p[5] = _mm512_castsi512_ps(
+    __m512 p4 = _mm512_castsi512_ps(_mm512_alignr_epi32(z4, _mm512_castps_si512(p[0]), 1));
+    __m512 p5 = _mm512_castsi512_ps(
         _mm512_alignr_epi32(_mm512_alignr_epi32(z4, z4, 1), _mm512_castps_si512(p[1]), 1));
+    for (int i = 0; i < gp->n_ends[r]; i++) {
+        const run_end *e = &gp->end[r][i];
+        p4 = _mm512_mask_mov_ps(p4, e->lane, _mm512_set1_ps(e->ok4 ? plane[e->off] : 0.0f));
+        p5 = _mm512_mask_mov_ps(p5, e->lane, _mm512_set1_ps(e->ok5 ? plane[e->off + 1] : 0.0f));
+    }
+    p[4] = p4;
+    p[5] = p5;
 }
 
-/* V of one channel for one lane group: the rows of every run's patches
- * through B^T, merged by lane, then the columns; v[xi] at v + xi*stride. */
-TARGET_AVX512 static void input_group(const float *plane, const conv_geom *g,
-                                      const lane_run *run, int n_runs, float *v,
+/* V of one channel for one planned lane group: B^T along the six patch
+ * rows, then down the columns; v[xi] at v + xi*stride. */
+TARGET_AVX512 static void input_group(const float *plane, const group_plan *gp, float *v,
                                       size_t xi_stride)
 {
     __m512 t[SIDE * SIDE];
-    for (int i = 0; i < SIDE * SIDE; i++)
-        t[i] = _mm512_setzero_ps();
-    for (int k = 0; k < n_runs; k++) {
-        const __mmask16 lanes = bits(run[k].l0, run[k].l0 + run[k].n);
-        const int xb = OUT * (run[k].tx0 - run[k].l0) - g->pad;
-        const int y0 = OUT * run[k].ty - g->pad;
-        for (int r = 0; r < SIDE; r++) {
-            if (y0 + r < 0 || y0 + r >= g->h)
-                continue; /* padding rows: zero */
-            __m512 p[SIDE];
-            load_patch_row(plane + (size_t)(y0 + r) * (size_t)g->w, xb, g->w, p);
-            bt6_v(&p[0], &p[1], &p[2], &p[3], &p[4], &p[5]);
-            for (int c = 0; c < SIDE; c++)
-                t[r * SIDE + c] = _mm512_mask_mov_ps(t[r * SIDE + c], lanes, p[c]);
-        }
+#pragma GCC unroll 6
+    for (int r = 0; r < SIDE; r++) {
+        __m512 *p = &t[r * SIDE];
+        planned_patch_row(plane, gp, r, p);
+        bt6_v(&p[0], &p[1], &p[2], &p[3], &p[4], &p[5]);
     }
     for (int c = 0; c < SIDE; c++)
         bt6_v(&t[c], &t[6 + c], &t[12 + c], &t[18 + c], &t[24 + c], &t[30 + c]);
@@ -166,10 +232,13 @@ TARGET_AVX512 void wino_input_avx512(const conv_geom *g, const float *in, int ti
     const size_t plane = (size_t)g->h * (size_t)g->w;
     const size_t xi_stride = (size_t)g->c_in * CONVF_NR;
     block_runs br;
+    group_plan gp[CONVF_NR / LANES];
     const int groups = block_lane_runs(tiles_x, t0, nt, &br);
+    for (int j = 0; j < groups; j++)
+        plan_group(g, br.run[j], br.n_runs[j], &gp[j]);
     for (int ci = ci0; ci < ci1; ci++)
         for (int j = 0; j < groups; j++)
-            input_group(in + (size_t)ci * plane, g, br.run[j], br.n_runs[j],
+            input_group(in + (size_t)ci * plane, &gp[j],
                         v + (size_t)ci * CONVF_NR + (size_t)j * LANES, xi_stride);
 }
 
@@ -204,13 +273,41 @@ TARGET_AVX512 static inline void interleave4(const __m512 y[OUT], __m512 z[OUT])
     z[3] = _mm512_shuffle_f32x4(v1, v3, 0xdd);
 }
 
-/* Y = A^T M A + bias, activated, for one output channel and lane group,
- * stored into each run's 4x4 blocks (clipped at the bottom and right). */
-TARGET_AVX512 static void output_group(const float *m, size_t xi_stride, float bias,
-                                       yolo_activation act, __m512 alpha, const conv_geom *g,
-                                       const lane_run *run, int n_runs, float *plane)
+/* Where one lane group's 4x4 output blocks go, worked out once per block:
+ * output row r of lanes 0..15 is 64 floats (lane l's four at 4l), four
+ * 16-float chunks, each stored by one masked store per run that meets it
+ * (masked to the run's lanes and to the image). */
+typedef struct {
+    long off[OUT][OUT][MAX_RUNS_PER_CHUNK]; /* [row][chunk][store]: output plane offsets */
+    __mmask16 m[OUT][OUT][MAX_RUNS_PER_CHUNK];
+    int n[OUT][OUT];
+} store_plan;
+
+static void plan_stores(const conv_geom *g, const lane_run *run, int n_runs, store_plan *sp)
 {
-    __m512 u[OUT * SIDE], y[OUT * OUT];
+    memset(sp->n, 0, sizeof sp->n);
+    for (int k = 0; k < n_runs; k++) {
+        const int oy0 = OUT * run[k].ty, xb = OUT * (run[k].tx0 - run[k].l0);
+        const int f0 = OUT * run[k].l0, f1 = OUT * (run[k].l0 + run[k].n); /* floats of the run */
+        for (int r = 0; r < OUT && oy0 + r < g->oh; r++)
+            for (int q = 0; q < OUT; q++) {
+                const int f = LANES * q; /* the chunk's first float */
+                const __mmask16 mk = bits(f0 - f, f1 - f) & bits(-(xb + f), g->ow - (xb + f));
+                if (mk) {
+                    sp->off[r][q][sp->n[r][q]] = (long)(oy0 + r) * g->ow + xb + f;
+                    sp->m[r][q][sp->n[r][q]++] = mk;
+                }
+            }
+    }
+}
+
+/* y[r*4 + c] = (A^T M A)[r][c] + bias, activated, for one output channel
+ * and lane group; M[xi] at m + xi*xi_stride. */
+TARGET_AVX512 static inline void output_tiles(const float *m, size_t xi_stride, float bias,
+                                              yolo_activation act, __m512 alpha,
+                                              __m512 y[OUT * OUT])
+{
+    __m512 u[OUT * SIDE];
     for (int c = 0; c < SIDE; c++) { /* columns: 6 rows -> 4 */
         __m512 s[SIDE];
         for (int r = 0; r < SIDE; r++)
@@ -225,20 +322,21 @@ TARGET_AVX512 static void output_group(const float *m, size_t xi_stride, float b
         for (int c = 0; c < OUT; c++)
             y[r * 4 + c] = act512(_mm512_add_ps(y[r * 4 + c], b), act, alpha);
     }
-    for (int k = 0; k < n_runs; k++) {
-        const int oy0 = OUT * run[k].ty, xb = OUT * (run[k].tx0 - run[k].l0);
-        const int f0 = OUT * run[k].l0, f1 = OUT * (run[k].l0 + run[k].n); /* floats of the run */
-        for (int r = 0; r < OUT && oy0 + r < g->oh; r++) {
-            __m512 z[OUT];
-            interleave4(&y[r * 4], z);
-            float *row = plane + (size_t)(oy0 + r) * (size_t)g->ow;
-            for (int q = 0; q < OUT; q++) {
-                int f = LANES * q; /* first float of z[q] */
-                __mmask16 mk = bits(f0 - f, f1 - f) & bits(-(xb + f), g->ow - (xb + f));
-                if (mk)
-                    _mm512_mask_storeu_ps(at_mut(row, xb + f), mk, z[q]);
-            }
-        }
+}
+
+/* One channel's output for a planned lane group. */
+TARGET_AVX512 static void output_group(const float *m, size_t xi_stride, float bias,
+                                       yolo_activation act, __m512 alpha, const store_plan *sp,
+                                       float *plane)
+{
+    __m512 y[OUT * OUT];
+    output_tiles(m, xi_stride, bias, act, alpha, y);
+    for (int r = 0; r < OUT; r++) {
+        __m512 z[OUT];
+        interleave4(&y[r * 4], z);
+        for (int q = 0; q < OUT; q++)
+            for (int i = 0; i < sp->n[r][q]; i++)
+                _mm512_mask_storeu_ps(at_mut(plane, sp->off[r][q][i]), sp->m[r][q][i], z[q]);
     }
 }
 
@@ -253,13 +351,15 @@ TARGET_AVX512 void wino_output_avx512(const conv_geom *g, const float *m, int ti
     const size_t plane = (size_t)g->oh * (size_t)g->ow;
     const __m512 av = _mm512_set1_ps(alpha);
     block_runs br;
+    store_plan sp[CONVF_NR / LANES];
     const int groups = block_lane_runs(tiles_x, t0, nt, &br);
+    for (int j = 0; j < groups; j++)
+        plan_stores(g, br.run[j], br.n_runs[j], &sp[j]);
     for (int k = 0; k < n_co; k++) {
         const int co = co0 + k;
         for (int j = 0; j < groups; j++)
             output_group(m + (size_t)k * SIDE * SIDE * CONVF_NR + (size_t)j * LANES, CONVF_NR,
-                         bias ? bias[co] : 0.0f, act, av, g, br.run[j], br.n_runs[j],
-                         out + (size_t)co * plane);
+                         bias ? bias[co] : 0.0f, act, av, &sp[j], out + (size_t)co * plane);
     }
 }
 
