@@ -187,6 +187,31 @@ static void test_dispatch(void **state)
     print_message("best ISA on this CPU: %s\n", convf_isa_name(best));
 }
 
+/* The op's reference into ref, then its FAST run (f) into fast. */
+static void run_both(const op_vtable *op, op_args *a, const op_fast *f, float *ref, float *fast)
+{
+    a->out = ref;
+    a->fast = NULL;
+    op->run_reference(a);
+    a->out = fast;
+    a->fast = f;
+    op->run(a);
+}
+
+/* The arguments of a one-input op: layer l on in, shapes as planned. */
+static op_args one_input_args(const model_layer *l, const float *in, yolo_shape in_shape,
+                              yolo_shape out_shape)
+{
+    op_args a;
+    memset(&a, 0, sizeof a);
+    a.layer = l;
+    a.n_in = 1;
+    a.in[0] = in;
+    a.in_shape[0] = in_shape;
+    a.out_shape = out_shape;
+    return a;
+}
+
 /* The Conv op on a batch of 2 through op_args.fast (what the FAST backend
  * does) matches the op's naive reference. */
 static void test_conv_op_batch2(void **state)
@@ -224,18 +249,8 @@ static void test_conv_op_batch2(void **state)
     assert_int_equal(tpool_create(2, &pool), YOLO_OK);
     float *scratch = malloc(2 * convf_thread_scratch_floats() * sizeof *scratch);
     op_fast f = {pool, convf_kernel_for(convf_best_isa()), packed, scratch, convf_best_isa()};
-    op_args a;
-    memset(&a, 0, sizeof a);
-    a.layer = &l;
-    a.n_in = 1;
-    a.in[0] = in;
-    a.in_shape[0] = in_shape;
-    a.out_shape = out_shape;
-    a.out = ref;
-    op_conv.run_reference(&a);
-    a.out = fast;
-    a.fast = &f;
-    op_conv.run(&a);
+    op_args a = one_input_args(&l, in, in_shape, out_shape);
+    run_both(&op_conv, &a, &f, ref, fast);
     for (size_t i = 0; i < n_out; i++)
         assert_true(fabsf(fast[i] - ref[i]) <= 1e-4f * (1.0f + fabsf(ref[i])));
     tpool_free(pool);
@@ -395,17 +410,6 @@ static void test_pool_for(void **state)
 }
 
 
-/* The op's reference into ref, then its FAST run (f) into fast. */
-static void run_both(const op_vtable *op, op_args *a, const op_fast *f, float *ref, float *fast)
-{
-    a->out = ref;
-    a->fast = NULL;
-    op->run_reference(a);
-    a->out = fast;
-    a->fast = f;
-    op->run(a);
-}
-
 static void expect_same_bits(const char *what, const float *got, const float *want, size_t n)
 {
     for (size_t i = 0; i < n; i++)
@@ -452,13 +456,7 @@ static void test_pool_ops_fast(void **state)
         size_t n_out = shape_elems(out_shape);
         float *fast = malloc(n_out * sizeof *fast), *ref = malloc(n_out * sizeof *ref);
         float *tmp = malloc((op->scratch(&l, &in_shape, 1, out_shape) + 1) * sizeof *tmp);
-        op_args a;
-        memset(&a, 0, sizeof a);
-        a.layer = &l;
-        a.n_in = 1;
-        a.in[0] = in;
-        a.in_shape[0] = in_shape;
-        a.out_shape = out_shape;
+        op_args a = one_input_args(&l, in, in_shape, out_shape);
         a.scratch = tmp;
         run_both(op, &a, &f, ref, fast);
         char what[32];
