@@ -56,6 +56,7 @@ size_t convf_thread_scratch_floats(void)
 typedef void (*convf_copy2_fn)(float *dst, const float *src, int n);
 
 void convf_copy2_avx512(float *dst, const float *src, int n);
+void convf_copy2_avx2(float *dst, const float *src, int n);
 
 static void copy2_generic(float *dst, const float *src, int n)
 {
@@ -63,12 +64,14 @@ static void copy2_generic(float *dst, const float *src, int n)
         dst[i] = src[2 * i];
 }
 
-/* The AVX-512 version goes with the AVX-512 kernel (same CPU check). */
+/* Each vector version goes with its ISA's kernel (same CPU check). */
 static convf_copy2_fn convf_copy2_for(convf_kernel kernel)
 {
 #if defined(__x86_64__) || defined(__i386__)
     if (kernel == convf_kernel_for(CONVF_ISA_AVX512))
         return convf_copy2_avx512;
+    if (kernel == convf_kernel_for(CONVF_ISA_AVX2))
+        return convf_copy2_avx2;
 #endif
     (void)kernel;
     return copy2_generic;

@@ -5,8 +5,10 @@
  * only after checking the CPU.
  *
  * With 16 ymm registers an 8 x 48 tile is done as four blocks of 4 channels
- * x 24 pixels (12 accumulators, 3 B vectors, 1 broadcast); each block reads
- * its slice of the packed A and B panels, which sit in L1.
+ * x 24 pixels (12 accumulators, 3 B vectors, 1 broadcast): 7 loads per 12
+ * multiply-adds, within the two loads per cycle of every AVX2 core. The
+ * blocks run channel-half by channel-half, so the second 24 columns follow
+ * the first while the weights of the half are in L1.
  *
  * exp for SiLU as in kernel_avx512.c, except that 2^n is built from the
  * exponent bits in two factors 2^(n/2) * 2^(n - n/2): each is a normal
@@ -28,6 +30,7 @@
 void convf_kernel_avx2(const convf_tile *t);
 void convf_activate_avx2(float *x, size_t n, yolo_activation act, float alpha);
 void convf_sigmoid_avx2(float *x, size_t n);
+void convf_copy2_avx2(float *dst, const float *src, int n);
 
 TARGET_AVX2 static inline __m256 pow2i(__m256i n)
 {
@@ -81,6 +84,13 @@ TARGET_AVX2 static inline __m256i lane_mask8(int n)
     return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), idx);
 }
 
+/* One block: channels [r0, r0+4) x pixels [j0, j0+24) of the tile, 12
+ * accumulators c<row><vector>, 3 B vectors and 1 broadcast weight = the 16
+ * ymm registers. `full` (a constant in each caller) means all 24 pixels are
+ * valid: C is loaded and stored with plain moves. Masked moves only serve
+ * partial tiles: vmaskmovps stores are microcoded on AMD cores up to Zen 3,
+ * where a masked store of every accumulator cost more than a tenth of the
+ * tile's multiply-adds. */
 #define ACC_ROW(m) __m256 c##m##0, c##m##1, c##m##2
 
 #define INIT_ROW(m)                                                                    \
@@ -90,8 +100,13 @@ TARGET_AVX2 static inline __m256i lane_mask8(int n)
         } else if (t->first) {                                                         \
             c##m##0 = t->bias ? _mm256_set1_ps(t->bias[r0 + m]) : _mm256_setzero_ps(); \
             c##m##1 = c##m##2 = c##m##0;                                               \
+        } else if (full) {                                                             \
+            const float *q_ = c + (size_t)m * ldc;                                     \
+            c##m##0 = _mm256_loadu_ps(q_);                                             \
+            c##m##1 = _mm256_loadu_ps(q_ + 8);                                         \
+            c##m##2 = _mm256_loadu_ps(q_ + 16);                                        \
         } else {                                                                       \
-            const float *q_ = t->c + (size_t)(r0 + m) * t->ldc + j0;                   \
+            const float *q_ = c + (size_t)m * ldc;                                     \
             c##m##0 = _mm256_maskload_ps(q_, k0);                                      \
             c##m##1 = _mm256_maskload_ps(q_ + 8, k1);                                  \
             c##m##2 = _mm256_maskload_ps(q_ + 16, k2);                                 \
@@ -109,24 +124,33 @@ TARGET_AVX2 static inline __m256i lane_mask8(int n)
 #define STORE_ROW(m)                                                                   \
     do {                                                                               \
         if (r0 + m < t->m_valid) {                                                     \
-            float *q_ = t->c + (size_t)(r0 + m) * t->ldc + j0;                         \
+            float *q_ = c + (size_t)m * ldc;                                           \
             if (t->last) {                                                             \
                 c##m##0 = act256(c##m##0, t->act, alpha);                              \
                 c##m##1 = act256(c##m##1, t->act, alpha);                              \
                 c##m##2 = act256(c##m##2, t->act, alpha);                              \
             }                                                                          \
-            _mm256_maskstore_ps(q_, k0, c##m##0);                                      \
-            _mm256_maskstore_ps(q_ + 8, k1, c##m##1);                                  \
-            _mm256_maskstore_ps(q_ + 16, k2, c##m##2);                                 \
+            if (full) {                                                                \
+                _mm256_storeu_ps(q_, c##m##0);                                         \
+                _mm256_storeu_ps(q_ + 8, c##m##1);                                     \
+                _mm256_storeu_ps(q_ + 16, c##m##2);                                    \
+            } else {                                                                   \
+                _mm256_maskstore_ps(q_, k0, c##m##0);                                  \
+                _mm256_maskstore_ps(q_ + 8, k1, c##m##1);                              \
+                _mm256_maskstore_ps(q_ + 16, k2, c##m##2);                             \
+            }                                                                          \
         }                                                                              \
     } while (0)
 
-/* Channels [r0, r0+4) x pixels [j0, j0+24) of the tile. */
-TARGET_AVX2 static void block_4x24(const convf_tile *t, int r0, int j0)
+TARGET_AVX2 static inline __attribute__((always_inline)) void block_4x24(const convf_tile *t,
+                                                                         int r0, int j0,
+                                                                         const int full)
 {
-    const int nv = t->n_valid - j0;
+    const int nv = t->n_valid - j0, kc = t->kc;
     const __m256i k0 = lane_mask8(nv), k1 = lane_mask8(nv - 8), k2 = lane_mask8(nv - 16);
     const __m256 alpha = _mm256_set1_ps(t->alpha);
+    const size_t ldb = t->ldb, ldc = t->ldc;
+    float *c = t->c + (size_t)r0 * ldc + j0;
     ACC_ROW(0);
     ACC_ROW(1);
     ACC_ROW(2);
@@ -136,7 +160,7 @@ TARGET_AVX2 static void block_4x24(const convf_tile *t, int r0, int j0)
     INIT_ROW(2);
     INIT_ROW(3);
     const float *a = t->a + r0, *b = t->b + j0;
-    for (int k = 0; k < t->kc; k++, a += CONVF_MR, b += t->ldb) {
+    for (int k = 0; k < kc; k++, a += CONVF_MR, b += ldb) {
         const __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8),
                      b2 = _mm256_loadu_ps(b + 16);
         FMA_ROW(0);
@@ -150,11 +174,47 @@ TARGET_AVX2 static void block_4x24(const convf_tile *t, int r0, int j0)
     STORE_ROW(3);
 }
 
-TARGET_AVX2 void convf_kernel_avx2(const convf_tile *t)
+TARGET_AVX2 static void kernel_full(const convf_tile *t)
+{
+    for (int r0 = 0; r0 < t->m_valid; r0 += 4) {
+        block_4x24(t, r0, 0, 1);
+        block_4x24(t, r0, 24, 1);
+    }
+}
+
+TARGET_AVX2 static void kernel_partial(const convf_tile *t)
 {
     for (int r0 = 0; r0 < t->m_valid; r0 += 4)
-        for (int j0 = 0; j0 < t->n_valid; j0 += 24)
-            block_4x24(t, r0, j0);
+        for (int j0 = 0; j0 < t->n_valid; j0 += 24) {
+            if (t->n_valid - j0 >= 24)
+                block_4x24(t, r0, j0, 1);
+            else
+                block_4x24(t, r0, j0, 0);
+        }
+}
+
+TARGET_AVX2 void convf_kernel_avx2(const convf_tile *t)
+{
+    if (t->n_valid == CONVF_NR)
+        kernel_full(t);
+    else
+        kernel_partial(t);
+}
+
+/* dst[i] = src[2i], i < n (the stride-2 rows of a 3x3/s2 gather): the even
+ * floats of 16 by one in-lane shuffle and one cross-lane permute. The vector
+ * loop stops while its last load (src[2i+15]) stays inside src[0 .. 2n-2]. */
+TARGET_AVX2 void convf_copy2_avx2(float *dst, const float *src, int n)
+{
+    int i = 0;
+    for (; i + 8 < n; i += 8) {
+        __m256 lo = _mm256_loadu_ps(src + 2 * i), hi = _mm256_loadu_ps(src + 2 * i + 8);
+        __m256 even = _mm256_shuffle_ps(lo, hi, _MM_SHUFFLE(2, 0, 2, 0));
+        _mm256_storeu_ps(dst + i, _mm256_castpd_ps(_mm256_permute4x64_pd(
+                                      _mm256_castps_pd(even), _MM_SHUFFLE(3, 1, 2, 0))));
+    }
+    for (; i < n; i++)
+        dst[i] = src[2 * i];
 }
 
 TARGET_AVX2 void convf_activate_avx2(float *x, size_t n, yolo_activation act, float alpha)
