@@ -217,25 +217,36 @@ TARGET_AVX2 void convf_copy2_avx2(float *dst, const float *src, int n)
         dst[i] = src[2 * i];
 }
 
+/* Whole vectors with plain moves, the tail (n % 8) masked: masked stores are
+ * slow on AMD (see block_4x24). */
 TARGET_AVX2 void convf_activate_avx2(float *x, size_t n, yolo_activation act, float alpha)
 {
     const __m256 av = _mm256_set1_ps(alpha);
-    for (size_t i = 0; i < n; i += 8) {
-        __m256i m = lane_mask8(n - i >= 8 ? 8 : (int)(n - i));
-        __m256 v = _mm256_maskload_ps(x + i, m);
-        _mm256_maskstore_ps(x + i, m, act256(v, act, av));
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(x + i, act256(_mm256_loadu_ps(x + i), act, av));
+    if (i < n) {
+        __m256i m = lane_mask8((int)(n - i));
+        _mm256_maskstore_ps(x + i, m, act256(_mm256_maskload_ps(x + i, m), act, av));
     }
 }
 
 /* Detect's sigmoid 1 / (1 + e^-x), limits as with expf. */
-TARGET_AVX2 void convf_sigmoid_avx2(float *x, size_t n)
+TARGET_AVX2 static inline __m256 sigmoid256(__m256 v)
 {
     const __m256 one = _mm256_set1_ps(1.0f);
-    for (size_t i = 0; i < n; i += 8) {
-        __m256i m = lane_mask8(n - i >= 8 ? 8 : (int)(n - i));
-        __m256 v = _mm256_maskload_ps(x + i, m);
-        __m256 e = exp256(_mm256_sub_ps(_mm256_setzero_ps(), v));
-        _mm256_maskstore_ps(x + i, m, _mm256_div_ps(one, _mm256_add_ps(one, e)));
+    __m256 e = exp256(_mm256_sub_ps(_mm256_setzero_ps(), v));
+    return _mm256_div_ps(one, _mm256_add_ps(one, e));
+}
+
+TARGET_AVX2 void convf_sigmoid_avx2(float *x, size_t n)
+{
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(x + i, sigmoid256(_mm256_loadu_ps(x + i)));
+    if (i < n) {
+        __m256i m = lane_mask8((int)(n - i));
+        _mm256_maskstore_ps(x + i, m, sigmoid256(_mm256_maskload_ps(x + i, m)));
     }
 }
 
