@@ -33,6 +33,7 @@ static const shape_case cases[] = {
     {2, 1, 1, 3, 1, 1, 0},      /* one pixel */
     {24, 3, 100, 64, 3, 1, 1},  /* rows longer than a tile; channel split */
     {40, 4, 4, 100, 3, 1, 1},   /* few pixels, many panels: channel split */
+    {20, 12, 16, 72, 1, 1, 0},  /* pointwise, 9 panels: full groups copied */
 };
 
 static const yolo_activation acts[] = {YOLO_ACT_NONE, YOLO_ACT_LEAKY_RELU, YOLO_ACT_SILU};
@@ -175,6 +176,75 @@ static void test_avx512_kernel(void **state)
 {
     (void)state;
     test_isa(CONVF_ISA_AVX512);
+}
+
+/* One microkernel call of every width (n_valid 1..48) and height (m_valid
+ * 1..8), starting from the bias or from C, with and without the activation,
+ * against the same sums in double: a wrong lane mask, a dropped vector or a
+ * store past the tile (C is guarded by NaNs) fails. */
+static int check_tile(convf_kernel kernel, const char *isa, int m_valid, int n_valid, int first,
+                      int last)
+{
+    enum { KC = 37, LDC = CONVF_NR + 16, ROWS = CONVF_MR + 1 };
+    static float a[KC * CONVF_MR], b[KC * CONVF_NR], bias[CONVF_MR], c[ROWS * LDC], c0[ROWS * LDC];
+    uint64_t seed = (uint64_t)(m_valid * 97 + n_valid * 5 + first * 2 + last + 1);
+    for (int i = 0; i < KC * CONVF_MR; i++)
+        a[i] = tu_rand(&seed);
+    for (int i = 0; i < KC * CONVF_NR; i++)
+        b[i] = tu_rand(&seed);
+    for (int m = 0; m < CONVF_MR; m++)
+        bias[m] = tu_rand(&seed);
+    for (int i = 0; i < ROWS * LDC; i++) {
+        int m = i / LDC, j = i % LDC;
+        c0[i] = m < m_valid && j < n_valid ? tu_rand(&seed) : NAN;
+        c[i] = c0[i];
+    }
+    convf_tile t = {.kc = KC, .m_valid = m_valid, .n_valid = n_valid, .first = first,
+                    .last = last, .a = a, .b = b, .bias = bias, .c = c, .ldb = CONVF_NR,
+                    .ldc = LDC, .act = YOLO_ACT_LEAKY_RELU, .alpha = 0.1f};
+    kernel(&t);
+    int bad = 0;
+    for (int m = 0; m < ROWS; m++)
+        for (int j = 0; j < LDC; j++) {
+            const float got = c[m * LDC + j];
+            if (m >= m_valid || j >= n_valid) {
+                bad += !isnan(got);
+                continue;
+            }
+            double sum = first ? bias[m] : c0[m * LDC + j], mag = fabs(sum);
+            for (int k = 0; k < KC; k++) {
+                sum += (double)a[k * CONVF_MR + m] * b[k * CONVF_NR + j];
+                mag += fabs((double)a[k * CONVF_MR + m] * b[k * CONVF_NR + j]);
+            }
+            if (last && sum < 0.0)
+                sum *= 0.1;
+            bad += !(fabs(got - sum) <= 1e-5 * mag);
+        }
+    if (bad)
+        print_error("%s tile m_valid %d n_valid %d first %d last %d: %d wrong floats\n", isa,
+                    m_valid, n_valid, first, last, bad);
+    return bad != 0;
+}
+
+static void test_tile_widths(void **state)
+{
+    (void)state;
+    const convf_isa isas[] = {CONVF_ISA_GENERIC, CONVF_ISA_AVX2, CONVF_ISA_AVX512};
+    int bad = 0, tested = 0;
+    for (size_t i = 0; i < sizeof isas / sizeof *isas; i++) {
+        convf_kernel k = convf_kernel_for(isas[i]);
+        if (!k) {
+            print_message("%s: not supported by this CPU, not tested\n", convf_isa_name(isas[i]));
+            continue;
+        }
+        tested++;
+        for (int m = 1; m <= CONVF_MR; m++)
+            for (int n = 1; n <= CONVF_NR; n++)
+                for (int f = 0; f < 4; f++)
+                    bad += check_tile(k, convf_isa_name(isas[i]), m, n, f & 1, f >> 1);
+    }
+    assert_true(tested > 0);
+    assert_int_equal(bad, 0);
 }
 
 /* The best kernel is one of the tested ones. */
@@ -740,6 +810,7 @@ int main(void)
         cmocka_unit_test(test_generic_kernel),
         cmocka_unit_test(test_avx2_kernel),
         cmocka_unit_test(test_avx512_kernel),
+        cmocka_unit_test(test_tile_widths),
         cmocka_unit_test(test_conv_op_batch2),
         cmocka_unit_test(test_activations),
         cmocka_unit_test(test_pool),

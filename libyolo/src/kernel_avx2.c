@@ -84,32 +84,42 @@ TARGET_AVX2 static inline __m256i lane_mask8(int n)
     return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), idx);
 }
 
-/* One block: channels [r0, r0+4) x pixels [j0, j0+24) of the tile, 12
- * accumulators c<row><vector>, 3 B vectors and 1 broadcast weight = the 16
- * ymm registers. `full` (a constant in each caller) means all 24 pixels are
- * valid: C is loaded and stored with plain moves. Masked moves only serve
- * partial tiles: vmaskmovps stores are microcoded on AMD cores up to Zen 3,
- * where a masked store of every accumulator cost more than a tenth of the
- * tile's multiply-adds. */
-#define ACC_ROW(m) __m256 c##m##0, c##m##1, c##m##2
+/* One block: channels [r0, r0+4) x pixels [j0, j0 + 8*nvec) of the tile,
+ * with nvec (1..3) of its three 8-pixel vectors live, a constant in each
+ * caller so the others compile away: at most 12 accumulators c<row><vector>,
+ * 3 B vectors and 1 broadcast weight = the 16 ymm registers. `full` (also a
+ * constant) means all 8*nvec pixels are valid: C is loaded and stored with
+ * plain moves. Masked moves only serve the last vector of a partial tile:
+ * vmaskmovps stores are microcoded on AMD cores up to Zen 3, where a masked
+ * store of every accumulator cost more than a tenth of the tile's
+ * multiply-adds. */
+#define ACC_ROW(m) __m256 c##m##0, c##m##1 = _mm256_setzero_ps(), c##m##2 = _mm256_setzero_ps()
+
+/* Vector v (0..2) of row pointer q_: loaded, stored (masked by k<v> unless
+ * full). */
+#define LOAD_V(q_, v) (full ? _mm256_loadu_ps((q_) + 8 * (v)) : _mm256_maskload_ps((q_) + 8 * (v), k##v))
+#define STORE_V(q_, v, x)                                                              \
+    do {                                                                               \
+        if (full)                                                                      \
+            _mm256_storeu_ps((q_) + 8 * (v), x);                                       \
+        else                                                                           \
+            _mm256_maskstore_ps((q_) + 8 * (v), k##v, x);                              \
+    } while (0)
 
 #define INIT_ROW(m)                                                                    \
     do {                                                                               \
         if (r0 + m >= t->m_valid) {                                                    \
-            c##m##0 = c##m##1 = c##m##2 = _mm256_setzero_ps();                         \
+            c##m##0 = _mm256_setzero_ps();                                             \
         } else if (t->first) {                                                         \
             c##m##0 = t->bias ? _mm256_set1_ps(t->bias[r0 + m]) : _mm256_setzero_ps(); \
             c##m##1 = c##m##2 = c##m##0;                                               \
-        } else if (full) {                                                             \
-            const float *q_ = c + (size_t)m * ldc;                                     \
-            c##m##0 = _mm256_loadu_ps(q_);                                             \
-            c##m##1 = _mm256_loadu_ps(q_ + 8);                                         \
-            c##m##2 = _mm256_loadu_ps(q_ + 16);                                        \
         } else {                                                                       \
             const float *q_ = c + (size_t)m * ldc;                                     \
-            c##m##0 = _mm256_maskload_ps(q_, k0);                                      \
-            c##m##1 = _mm256_maskload_ps(q_ + 8, k1);                                  \
-            c##m##2 = _mm256_maskload_ps(q_ + 16, k2);                                 \
+            c##m##0 = LOAD_V(q_, 0);                                                   \
+            if (nvec > 1)                                                              \
+                c##m##1 = LOAD_V(q_, 1);                                               \
+            if (nvec > 2)                                                              \
+                c##m##2 = LOAD_V(q_, 2);                                               \
         }                                                                              \
     } while (0)
 
@@ -117,8 +127,10 @@ TARGET_AVX2 static inline __m256i lane_mask8(int n)
     do {                                                                               \
         __m256 a_ = _mm256_broadcast_ss(a + m);                                        \
         c##m##0 = _mm256_fmadd_ps(a_, b0, c##m##0);                                    \
-        c##m##1 = _mm256_fmadd_ps(a_, b1, c##m##1);                                    \
-        c##m##2 = _mm256_fmadd_ps(a_, b2, c##m##2);                                    \
+        if (nvec > 1)                                                                  \
+            c##m##1 = _mm256_fmadd_ps(a_, b1, c##m##1);                                \
+        if (nvec > 2)                                                                  \
+            c##m##2 = _mm256_fmadd_ps(a_, b2, c##m##2);                                \
     } while (0)
 
 #define STORE_ROW(m)                                                                   \
@@ -127,24 +139,23 @@ TARGET_AVX2 static inline __m256i lane_mask8(int n)
             float *q_ = c + (size_t)m * ldc;                                           \
             if (t->last) {                                                             \
                 c##m##0 = act256(c##m##0, t->act, alpha);                              \
-                c##m##1 = act256(c##m##1, t->act, alpha);                              \
-                c##m##2 = act256(c##m##2, t->act, alpha);                              \
+                if (nvec > 1)                                                          \
+                    c##m##1 = act256(c##m##1, t->act, alpha);                          \
+                if (nvec > 2)                                                          \
+                    c##m##2 = act256(c##m##2, t->act, alpha);                          \
             }                                                                          \
-            if (full) {                                                                \
-                _mm256_storeu_ps(q_, c##m##0);                                         \
-                _mm256_storeu_ps(q_ + 8, c##m##1);                                     \
-                _mm256_storeu_ps(q_ + 16, c##m##2);                                    \
-            } else {                                                                   \
-                _mm256_maskstore_ps(q_, k0, c##m##0);                                  \
-                _mm256_maskstore_ps(q_ + 8, k1, c##m##1);                              \
-                _mm256_maskstore_ps(q_ + 16, k2, c##m##2);                             \
-            }                                                                          \
+            STORE_V(q_, 0, c##m##0);                                                   \
+            if (nvec > 1)                                                              \
+                STORE_V(q_, 1, c##m##1);                                               \
+            if (nvec > 2)                                                              \
+                STORE_V(q_, 2, c##m##2);                                               \
         }                                                                              \
     } while (0)
 
-TARGET_AVX2 static inline __attribute__((always_inline)) void block_4x24(const convf_tile *t,
-                                                                         int r0, int j0,
-                                                                         const int full)
+TARGET_AVX2 static inline __attribute__((always_inline)) void block_4xn(const convf_tile *t,
+                                                                        int r0, int j0,
+                                                                        const int nvec,
+                                                                        const int full)
 {
     const int nv = t->n_valid - j0, kc = t->kc;
     const __m256i k0 = lane_mask8(nv), k1 = lane_mask8(nv - 8), k2 = lane_mask8(nv - 16);
@@ -161,8 +172,9 @@ TARGET_AVX2 static inline __attribute__((always_inline)) void block_4x24(const c
     INIT_ROW(3);
     const float *a = t->a + r0, *b = t->b + j0;
     for (int k = 0; k < kc; k++, a += CONVF_MR, b += ldb) {
-        const __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8),
-                     b2 = _mm256_loadu_ps(b + 16);
+        const __m256 b0 = _mm256_loadu_ps(b);
+        const __m256 b1 = nvec > 1 ? _mm256_loadu_ps(b + 8) : b0;
+        const __m256 b2 = nvec > 2 ? _mm256_loadu_ps(b + 16) : b0;
         FMA_ROW(0);
         FMA_ROW(1);
         FMA_ROW(2);
@@ -177,20 +189,32 @@ TARGET_AVX2 static inline __attribute__((always_inline)) void block_4x24(const c
 TARGET_AVX2 static void kernel_full(const convf_tile *t)
 {
     for (int r0 = 0; r0 < t->m_valid; r0 += 4) {
-        block_4x24(t, r0, 0, 1);
-        block_4x24(t, r0, 24, 1);
+        block_4xn(t, r0, 0, 3, 1);
+        block_4xn(t, r0, 24, 3, 1);
     }
 }
 
+/* A tile with fewer than 48 valid pixels (the last tile of a layer, a
+ * Winograd block of few tiles): whole 24-pixel blocks, then one block of
+ * just the vectors the rest needs, masked only when it ends inside one. */
 TARGET_AVX2 static void kernel_partial(const convf_tile *t)
 {
-    for (int r0 = 0; r0 < t->m_valid; r0 += 4)
-        for (int j0 = 0; j0 < t->n_valid; j0 += 24) {
-            if (t->n_valid - j0 >= 24)
-                block_4x24(t, r0, j0, 1);
-            else
-                block_4x24(t, r0, j0, 0);
-        }
+    for (int r0 = 0; r0 < t->m_valid; r0 += 4) {
+        int j0 = 0;
+        for (; t->n_valid - j0 >= 24; j0 += 24)
+            block_4xn(t, r0, j0, 3, 1);
+        const int rest = t->n_valid - j0;
+        if (rest > 16)
+            block_4xn(t, r0, j0, 3, 0);
+        else if (rest == 16)
+            block_4xn(t, r0, j0, 2, 1);
+        else if (rest > 8)
+            block_4xn(t, r0, j0, 2, 0);
+        else if (rest == 8)
+            block_4xn(t, r0, j0, 1, 1);
+        else if (rest > 0)
+            block_4xn(t, r0, j0, 1, 0);
+    }
 }
 
 TARGET_AVX2 void convf_kernel_avx2(const convf_tile *t)
