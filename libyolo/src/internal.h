@@ -302,6 +302,11 @@ void wino_input_avx512(const conv_geom *g, const float *in, int tiles_x, int t0,
 void wino_output_avx512(const conv_geom *g, const float *m, int tiles_x,
                         int t0, int nt, int co0, int n_co, const float *bias,
                         yolo_activation act, float alpha, float *out);
+/* The same with AVX2 + FMA (winograd_avx2.c; only after a CPU check). */
+void wino_input_avx2(const conv_geom *g, const float *in, int tiles_x, int t0, int nt, int ci0,
+                     int ci1, float *v);
+void wino_output_avx2(const conv_geom *g, const float *m, int tiles_x, int t0, int nt, int co0,
+                      int n_co, const float *bias, yolo_activation act, float alpha, float *out);
 /* 1 if g is a 3x3 stride-1 convolution where Winograd is faster. */
 int wino_worthwhile(const conv_geom *g);
 /* The shape-free part of that: a layer that may run through Winograd. */

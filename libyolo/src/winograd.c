@@ -28,10 +28,11 @@
  * Items are blocks x ranges of output-channel panels; when blocks are few
  * (small layers) and panels are split, every block's V is made once
  * beforehand in a buffer the threads share instead of once per item.
- * Transforms run on 16 tiles at a time: with AVX-512 in registers, loading
- * and storing whole image rows (winograd_avx512.c); otherwise as plain
- * loops over 16 lanes that the compiler vectorizes (compiled a second time
- * for AVX2).
+ * Transforms run in registers with one lane per tile: with AVX-512 on 16
+ * tiles, loading and storing whole image rows (winograd_avx512.c); with
+ * AVX2 on 8 tiles, each lane loading and storing its own rows
+ * (winograd_avx2.c); otherwise as plain loops over 16 lanes that the
+ * compiler vectorizes.
  *
  * Accuracy: the transforms add and scale by up to 8 (A) and 5 (B), so the
  * rounding error grows by a bounded factor over the direct sum (measured
@@ -310,25 +311,13 @@ static void output_block_generic(const out_block *b)
     output_block_body(b);
 }
 
-#if defined(__x86_64__) || defined(__i386__)
-#define TARGET_AVX2 __attribute__((target("avx2,fma")))
-TARGET_AVX2 static void input_block_avx2(const in_block *b)
-{
-    input_block_body(b);
-}
-TARGET_AVX2 static void output_block_avx2(const out_block *b)
-{
-    output_block_body(b);
-}
-#endif
-
 static void input_block(convf_isa isa, const in_block *b)
 {
 #if defined(__x86_64__) || defined(__i386__)
     if (isa == CONVF_ISA_AVX512)
         wino_input_avx512(b->g, b->in, b->tiles_x, b->t0, b->nt, b->ci0, b->ci1, b->v);
     else if (isa == CONVF_ISA_AVX2)
-        input_block_avx2(b);
+        wino_input_avx2(b->g, b->in, b->tiles_x, b->t0, b->nt, b->ci0, b->ci1, b->v);
     else
 #endif
         input_block_generic(b);
@@ -341,7 +330,8 @@ static void output_block(convf_isa isa, const out_block *b)
         wino_output_avx512(b->g, b->m, b->tiles_x, b->t0, b->nt, b->co0, b->n_co,
                            b->bias, b->act, b->alpha, b->out);
     else if (isa == CONVF_ISA_AVX2)
-        output_block_avx2(b);
+        wino_output_avx2(b->g, b->m, b->tiles_x, b->t0, b->nt, b->co0, b->n_co, b->bias, b->act,
+                         b->alpha, b->out);
     else
 #endif
         output_block_generic(b);
