@@ -197,10 +197,10 @@ TARGET_AVX2 static void input_cols_pair(const __m256 a[SIDE * SIDE], const __m25
 /* The input transform of channels [ci0, ci1) for the nt tiles from t0
  * (one block): V[xi][ci][j] at v + xi*(Cin*48) + ci*48 + j, as
  * wino_input_avx512. Lane groups go in pairs; the tiles from nt up to a
- * multiple of 16 are zero, later ones are not written (the microkernel may
- * read them, 24 floats at a time, but stores only the n_valid = nt
- * columns of M: zero-filling the rest made 256 channels at 20x20, 25
- * tiles in one block, 1.5x slower). */
+ * multiple of 16 are zero, later ones are not written (the AVX2
+ * microkernel reads only the 8-float vectors holding the n_valid = nt
+ * columns; zero-filling the block's other columns made 256 channels at
+ * 20x20, 25 tiles in one block, 1.5x slower). */
 TARGET_AVX2 void wino_input_avx2(const conv_geom *g, const float *in, int tiles_x, int t0, int nt,
                                  int ci0, int ci1, float *v)
 {
