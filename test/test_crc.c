@@ -10,6 +10,7 @@
 
 #include <zlib.h>
 
+#include "cpu.h"
 #include "internal.h"
 
 #define POLY_NORMAL 0x04C11DB7u /* P without its x^32 term, normal bit order */
@@ -185,6 +186,26 @@ static void test_constants(void **state)
     assert_int_equal(reflect(POLY_NORMAL, 32), 0xEDB88320u);
 }
 
+/* The CRC asks cpu.c what the CPU has: with AVX-512 hidden by the test hook
+ * VPCLMULQDQ is off and crc32_ieee still gives zlib's value; with PCLMULQDQ
+ * hidden too only zlib's remains. */
+static void test_hidden_features(void **state)
+{
+    (void)state;
+    const size_t n = 100000;
+    uint8_t *buf = rand_bytes(n, 4);
+    const uint32_t want = zlib_crc(0, buf, n);
+    cpu_mask_for_tests(CPU_AVX512F);
+    assert_false(crc32_impl_available(CRC32_IMPL_VPCLMUL));
+    assert_int_equal(crc32_ieee(0, buf, n), want);
+    cpu_mask_for_tests(CPU_AVX512F | CPU_PCLMUL);
+    assert_false(crc32_impl_available(CRC32_IMPL_PCLMUL));
+    assert_true(crc32_impl_available(CRC32_IMPL_ZLIB));
+    assert_int_equal(crc32_ieee(0, buf, n), want);
+    cpu_mask_for_tests(0);
+    free(buf);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -193,6 +214,7 @@ int main(void)
         cmocka_unit_test(test_lengths_alignments),
         cmocka_unit_test(test_large_and_continued),
         cmocka_unit_test(test_bit_flip),
+        cmocka_unit_test(test_hidden_features),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -22,6 +22,7 @@
 #include <stdatomic.h>
 #include <string.h>
 
+#include "cpu.h"
 #include "internal.h"
 
 /* ---- weight packing --------------------------------------------------------- */
@@ -370,30 +371,25 @@ void convf_activate_avx2(float *x, size_t n, yolo_activation act, float alpha);
 void convf_sigmoid_avx512(float *x, size_t n);
 void convf_sigmoid_avx2(float *x, size_t n);
 
-static int cpu_has(convf_isa isa)
+/* What the CPU needs for each ISA's kernels (cpu.c detects it once). */
+static int isa_runs(convf_isa isa)
 {
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_cpu_init();
     switch (isa) {
     case CONVF_ISA_AVX512:
-        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-               __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("fma");
+        return cpu_has(CPU_AVX512F | CPU_AVX512BW | CPU_AVX512VL | CPU_FMA);
     case CONVF_ISA_AVX2:
-        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+        return cpu_has(CPU_AVX2 | CPU_FMA);
     case CONVF_ISA_GENERIC:
         return 1;
     }
     return 0;
-#else
-    return isa == CONVF_ISA_GENERIC;
-#endif
 }
 
 convf_isa convf_best_isa(void)
 {
-    if (cpu_has(CONVF_ISA_AVX512))
+    if (isa_runs(CONVF_ISA_AVX512))
         return CONVF_ISA_AVX512;
-    if (cpu_has(CONVF_ISA_AVX2))
+    if (isa_runs(CONVF_ISA_AVX2))
         return CONVF_ISA_AVX2;
     return CONVF_ISA_GENERIC;
 }
@@ -413,7 +409,7 @@ const char *convf_isa_name(convf_isa isa)
 
 convf_kernel convf_kernel_for(convf_isa isa)
 {
-    if (!cpu_has(isa))
+    if (!isa_runs(isa))
         return NULL;
     switch (isa) {
     case CONVF_ISA_AVX512:
@@ -428,9 +424,9 @@ convf_kernel convf_kernel_for(convf_isa isa)
 
 void convf_activate(convf_isa isa, float *x, size_t n, yolo_activation act, float alpha)
 {
-    if (isa == CONVF_ISA_AVX512 && cpu_has(isa))
+    if (isa == CONVF_ISA_AVX512 && isa_runs(isa))
         convf_activate_avx512(x, n, act, alpha);
-    else if (isa == CONVF_ISA_AVX2 && cpu_has(isa))
+    else if (isa == CONVF_ISA_AVX2 && isa_runs(isa))
         convf_activate_avx2(x, n, act, alpha);
     else
         apply_activation(x, n, act, alpha);
@@ -438,9 +434,9 @@ void convf_activate(convf_isa isa, float *x, size_t n, yolo_activation act, floa
 
 void convf_sigmoid(convf_isa isa, float *x, size_t n)
 {
-    if (isa == CONVF_ISA_AVX512 && cpu_has(isa))
+    if (isa == CONVF_ISA_AVX512 && isa_runs(isa))
         convf_sigmoid_avx512(x, n);
-    else if (isa == CONVF_ISA_AVX2 && cpu_has(isa))
+    else if (isa == CONVF_ISA_AVX2 && isa_runs(isa))
         convf_sigmoid_avx2(x, n);
     else
         for (size_t i = 0; i < n; i++)

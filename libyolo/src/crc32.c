@@ -38,6 +38,7 @@
 #include <string.h>
 #include <zlib.h>
 
+#include "cpu.h"
 #include "internal.h"
 
 /* Constants K(n) (see above). */
@@ -198,16 +199,13 @@ TARGET_VPCLMUL static uint32_t crc32_vpclmul(uint32_t crc, const uint8_t *p, siz
 
 int crc32_impl_available(crc32_impl impl)
 {
-    __builtin_cpu_init();
     switch (impl) {
     case CRC32_IMPL_ZLIB:
         return 1;
     case CRC32_IMPL_PCLMUL:
-        return __builtin_cpu_supports("pclmul") && __builtin_cpu_supports("sse4.1");
+        return cpu_has(CPU_PCLMUL | CPU_SSE41);
     case CRC32_IMPL_VPCLMUL:
-        return crc32_impl_available(CRC32_IMPL_PCLMUL) &&
-               __builtin_cpu_supports("vpclmulqdq") && __builtin_cpu_supports("avx512f") &&
-               __builtin_cpu_supports("avx512vl");
+        return cpu_has(CPU_PCLMUL | CPU_SSE41 | CPU_VPCLMUL | CPU_AVX512F | CPU_AVX512VL);
     }
     return 0;
 }

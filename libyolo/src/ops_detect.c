@@ -27,6 +27,7 @@
 #include <limits.h>
 #include <math.h>
 
+#include "cpu.h"
 #include "internal.h"
 
 /* Scratch offsets are rounded to this many floats to keep 64-byte alignment. */
@@ -459,15 +460,10 @@ DETECT_AVX2 static void decode_chunk_avx2(const decode_chunk *c)
 /* The transpose this CPU can run: the one asked for, or the next below. */
 static convf_isa decode_isa(convf_isa want)
 {
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_cpu_init();
-    if (want == CONVF_ISA_AVX512 && __builtin_cpu_supports("avx512f"))
+    if (want == CONVF_ISA_AVX512 && cpu_has(CPU_AVX512F))
         return CONVF_ISA_AVX512;
-    if (want != CONVF_ISA_GENERIC && __builtin_cpu_supports("avx2"))
+    if (want != CONVF_ISA_GENERIC && cpu_has(CPU_AVX2))
         return CONVF_ISA_AVX2;
-#else
-    (void)want;
-#endif
     return CONVF_ISA_GENERIC;
 }
 

@@ -1,0 +1,32 @@
+/*
+ * What this CPU can run (cpu.c): its instruction-set features, detected once
+ * per process. Every file that picks code by CPU asks here, so a test can
+ * hide features from all of them at once (cpu_mask_for_tests).
+ */
+#ifndef LIBYOLO_CPU_H
+#define LIBYOLO_CPU_H
+
+/* Feature bits; cpu_has() wants all of the bits it is given. */
+enum {
+    CPU_SSE41 = 1u << 0,
+    CPU_PCLMUL = 1u << 1,
+    CPU_AVX2 = 1u << 2,
+    CPU_FMA = 1u << 3,
+    CPU_AVX512F = 1u << 4,
+    CPU_AVX512BW = 1u << 5,
+    CPU_AVX512VL = 1u << 6,
+    CPU_VPCLMUL = 1u << 7,
+    CPU_NEON = 1u << 8
+};
+
+/* The features detected (once, thread-safe), minus those a test hid. */
+unsigned cpu_features(void);
+/* 1 if the CPU has every feature in `features`. */
+int cpu_has(unsigned features);
+
+/* Test hook: features in `hidden` are reported absent from now on, as if
+ * the CPU lacked them (0 shows all again). Not for production use: kernels
+ * already chosen by existing contexts are not affected. */
+void cpu_mask_for_tests(unsigned hidden);
+
+#endif /* LIBYOLO_CPU_H */
