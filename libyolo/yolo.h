@@ -204,6 +204,21 @@ typedef enum {
                                  * activation fused, the ctx's own thread pool */
 } yolo_backend;
 
+/* Instruction sets the FAST backend has kernels for. GENERIC is portable C
+ * compiled for the build's baseline (x86-64-v2 with the default flags).
+ * NEON is reserved for ARM64: on x86 it is an ISA the CPU lacks. */
+typedef enum {
+    YOLO_ISA_AUTO = 0,
+    YOLO_ISA_GENERIC,
+    YOLO_ISA_AVX2,   /* AVX2 + FMA */
+    YOLO_ISA_AVX512, /* AVX-512 F, BW, VL + FMA */
+    YOLO_ISA_NEON
+} yolo_isa;
+
+/* "auto", "generic", "avx2", "avx512", "neon"; "?" for a value outside the
+ * enum. Never NULL. */
+const char *yolo_isa_name(yolo_isa isa);
+
 typedef struct {
     /* Threads for this ctx's runs. FAST: the ctx's own pool, 0 = one per
      * online CPU. GEMM: OpenBLAS threads, 0 = leave OpenBLAS as is. */

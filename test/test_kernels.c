@@ -1,6 +1,6 @@
 /*
  * Tests of the FAST backend's kernels (conv_fast.c, kernel_avx512.c,
- * kernel_avx2.c, threadpool.c): every microkernel this CPU can run against
+ * kernel_avx2.c, kernels.c, threadpool.c): every microkernel this CPU can run against
  * the double-accumulating conv2d_naive on odd shapes (channel counts that
  * are not multiples of the tile, 1x1 / 3x3 / 5x5, stride 1 and 2, pad 0..2,
  * depths spanning several k slices, rows longer and shorter than a tile),
@@ -12,6 +12,7 @@
  */
 #include "testutil.h"
 
+#include "cpu.h"
 #include "graph.h"
 #include "internal.h"
 
@@ -112,9 +113,9 @@ static int check_conv(const conv_geom *g, const float *in, const float *w, const
     return bad;
 }
 
-/* One case through convf_conv2d with the given kernel and thread count. */
-static int run_case(const shape_case *c, convf_kernel kernel, const char *isa, int threads,
-                    int with_bias, yolo_activation act)
+/* One case through convf_conv2d with the given kernels and thread count. */
+static int run_case(const shape_case *c, const yolo_kernels *k, int threads, int with_bias,
+                    yolo_activation act)
 {
     conv_geom g = geom_of(c);
     size_t kt = (size_t)c->c_in * (size_t)(c->k * c->k);
@@ -133,10 +134,10 @@ static int run_case(const shape_case *c, convf_kernel kernel, const char *isa, i
     for (size_t i = 0; i < n_out; i++)
         out[i] = NAN; /* every output must be written */
     const float alpha = 0.1f;
-    convf_conv2d(&g, in, packed, bias, act, alpha, out, kernel, pool, scratch);
+    convf_conv2d(&g, in, packed, bias, act, alpha, out, k, pool, scratch);
     char what[160];
-    snprintf(what, sizeof what, "%s, %d threads, %dx%dx%d -> %d, k%d s%d p%d, bias %d, %s", isa,
-             threads, c->c_in, c->h, c->w, c->c_out, c->k, c->stride, c->pad, with_bias,
+    snprintf(what, sizeof what, "%s, %d threads, %dx%dx%d -> %d, k%d s%d p%d, bias %d, %s",
+             k->name, threads, c->c_in, c->h, c->w, c->c_out, c->k, c->stride, c->pad, with_bias,
              act_name(act));
     int bad = check_conv(&g, in, w, bias, act, alpha, out, what);
     tpool_free(pool);
@@ -144,46 +145,44 @@ static int run_case(const shape_case *c, convf_kernel kernel, const char *isa, i
     return bad;
 }
 
-static void test_isa(convf_isa isa)
+static void test_isa(yolo_isa isa)
 {
-    convf_kernel k = convf_kernel_for(isa);
+    const yolo_kernels *k = kernels_for(isa);
     if (!k) {
-        print_message("%s: not supported by this CPU, skipped\n", convf_isa_name(isa));
+        print_message("%s: not run, this CPU lacks it\n", yolo_isa_name(isa));
         skip();
     }
     int bad = 0;
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
         for (size_t a = 0; a < sizeof acts / sizeof *acts; a++)
             for (int threads = 1; threads <= 3; threads += 2)
-                bad += run_case(&cases[i], k, convf_isa_name(isa), threads, (int)(a + i) % 2,
-                                acts[a]);
+                bad += run_case(&cases[i], k, threads, (int)(a + i) % 2, acts[a]);
     assert_int_equal(bad, 0);
 }
 
 static void test_generic_kernel(void **state)
 {
     (void)state;
-    test_isa(CONVF_ISA_GENERIC);
+    test_isa(YOLO_ISA_GENERIC);
 }
 
 static void test_avx2_kernel(void **state)
 {
     (void)state;
-    test_isa(CONVF_ISA_AVX2);
+    test_isa(YOLO_ISA_AVX2);
 }
 
 static void test_avx512_kernel(void **state)
 {
     (void)state;
-    test_isa(CONVF_ISA_AVX512);
+    test_isa(YOLO_ISA_AVX512);
 }
 
 /* One microkernel call of every width (n_valid 1..48) and height (m_valid
  * 1..8), starting from the bias or from C, with and without the activation,
  * against the same sums in double: a wrong lane mask, a dropped vector or a
  * store past the tile (C is guarded by NaNs) fails. */
-static int check_tile(convf_kernel kernel, const char *isa, int m_valid, int n_valid, int first,
-                      int last)
+static int check_tile(const yolo_kernels *k, int m_valid, int n_valid, int first, int last)
 {
     enum { KC = 37, LDC = CONVF_NR + 16, ROWS = CONVF_MR + 1 };
     static float a[KC * CONVF_MR], b[KC * CONVF_NR], bias[CONVF_MR], c[ROWS * LDC], c0[ROWS * LDC];
@@ -202,7 +201,7 @@ static int check_tile(convf_kernel kernel, const char *isa, int m_valid, int n_v
     convf_tile t = {.kc = KC, .m_valid = m_valid, .n_valid = n_valid, .first = first,
                     .last = last, .a = a, .b = b, .bias = bias, .c = c, .ldb = CONVF_NR,
                     .ldc = LDC, .act = YOLO_ACT_LEAKY_RELU, .alpha = 0.1f};
-    kernel(&t);
+    k->gemm(&t);
     int bad = 0;
     for (int m = 0; m < ROWS; m++)
         for (int j = 0; j < LDC; j++) {
@@ -212,49 +211,58 @@ static int check_tile(convf_kernel kernel, const char *isa, int m_valid, int n_v
                 continue;
             }
             double sum = first ? bias[m] : c0[m * LDC + j], mag = fabs(sum);
-            for (int k = 0; k < KC; k++) {
-                sum += (double)a[k * CONVF_MR + m] * b[k * CONVF_NR + j];
-                mag += fabs((double)a[k * CONVF_MR + m] * b[k * CONVF_NR + j]);
+            for (int q = 0; q < KC; q++) {
+                sum += (double)a[q * CONVF_MR + m] * b[q * CONVF_NR + j];
+                mag += fabs((double)a[q * CONVF_MR + m] * b[q * CONVF_NR + j]);
             }
             if (last && sum < 0.0)
                 sum *= 0.1;
             bad += !(fabs(got - sum) <= 1e-5 * mag);
         }
     if (bad)
-        print_error("%s tile m_valid %d n_valid %d first %d last %d: %d wrong floats\n", isa,
-                    m_valid, n_valid, first, last, bad);
+        print_error("%s tile m_valid %d n_valid %d first %d last %d: %d wrong floats\n",
+                    k->name, m_valid, n_valid, first, last, bad);
     return bad != 0;
 }
 
 static void test_tile_widths(void **state)
 {
     (void)state;
-    const convf_isa isas[] = {CONVF_ISA_GENERIC, CONVF_ISA_AVX2, CONVF_ISA_AVX512};
     int bad = 0, tested = 0;
-    for (size_t i = 0; i < sizeof isas / sizeof *isas; i++) {
-        convf_kernel k = convf_kernel_for(isas[i]);
+    for (yolo_isa isa = YOLO_ISA_GENERIC; isa <= YOLO_ISA_NEON; isa++) {
+        const yolo_kernels *k = kernels_for(isa);
         if (!k) {
-            print_message("%s: not supported by this CPU, not tested\n", convf_isa_name(isas[i]));
+            print_message("%s: not run, this CPU lacks it\n", yolo_isa_name(isa));
             continue;
         }
         tested++;
         for (int m = 1; m <= CONVF_MR; m++)
             for (int n = 1; n <= CONVF_NR; n++)
                 for (int f = 0; f < 4; f++)
-                    bad += check_tile(k, convf_isa_name(isas[i]), m, n, f & 1, f >> 1);
+                    bad += check_tile(k, m, n, f & 1, f >> 1);
     }
     assert_true(tested > 0);
     assert_int_equal(bad, 0);
 }
 
-/* The best kernel is one of the tested ones. */
+/* The best ISA is one of the tested ones; each table is its ISA's, whole. */
 static void test_dispatch(void **state)
 {
     (void)state;
-    convf_isa best = convf_best_isa();
-    assert_non_null(convf_kernel_for(best));
-    assert_non_null(convf_kernel_for(CONVF_ISA_GENERIC));
-    print_message("best ISA on this CPU: %s\n", convf_isa_name(best));
+    yolo_isa best = cpu_best_isa();
+    assert_non_null(kernels_for(best));
+    assert_non_null(kernels_for(YOLO_ISA_GENERIC));
+    assert_null(kernels_for(YOLO_ISA_AUTO));
+    for (yolo_isa isa = YOLO_ISA_GENERIC; isa <= YOLO_ISA_NEON; isa++) {
+        const yolo_kernels *k = kernels_for(isa);
+        if (!k)
+            continue;
+        assert_int_equal(k->isa, isa);
+        assert_string_equal(k->name, yolo_isa_name(isa));
+        assert_true(k->gemm && k->copy2 && k->activate && k->sigmoid && k->wino_input &&
+                    k->wino_output && k->decode);
+    }
+    print_message("best ISA on this CPU: %s\n", yolo_isa_name(best));
 }
 
 /* The op's reference into ref, then its FAST run (f) into fast. */
@@ -318,7 +326,7 @@ static void test_conv_op_batch2(void **state)
     yolo_pool *pool;
     assert_int_equal(tpool_create(2, &pool), YOLO_OK);
     float *scratch = malloc(2 * convf_thread_scratch_floats() * sizeof *scratch);
-    op_fast f = {pool, convf_kernel_for(convf_best_isa()), packed, scratch, convf_best_isa()};
+    op_fast f = {pool, kernels_for(cpu_best_isa()), packed, scratch};
     op_args a = one_input_args(&l, in, in_shape, out_shape);
     run_both(&op_conv, &a, &f, ref, fast);
     for (size_t i = 0; i < n_out; i++)
@@ -343,7 +351,7 @@ static size_t activation_inputs(float *x, size_t cap)
     return n;
 }
 
-static void check_activation(convf_isa isa, yolo_activation act)
+static void check_activation(const yolo_kernels *k, yolo_activation act)
 {
     enum { CAP = 24100 };
     static float x[CAP + 1], y[CAP + 1];
@@ -352,7 +360,7 @@ static void check_activation(convf_isa isa, yolo_activation act)
     memcpy(y, x, n * sizeof *x);
     /* In pieces of 13 (a whole vector and a tail on every ISA) and the rest. */
     for (size_t i = 0; i < n; i += 13)
-        convf_activate(isa, y + i, n - i < 13 ? n - i : 13, act, 0.1f);
+        k->activate(y + i, n - i < 13 ? n - i : 13, act, 0.1f);
     int bad = 0;
     for (size_t i = 0; i < n && bad < 5; i++) {
         float want = act_ref(x[i], act, 0.1f);
@@ -364,7 +372,7 @@ static void check_activation(convf_isa isa, yolo_activation act)
         else /* 4 ulp, or below the smallest normal in absolute terms */
             ok = fabsf(y[i] - want) <= 4.0f * 5.97e-8f * fabsf(want) || fabsf(y[i] - want) < 1e-37f;
         if (!ok) {
-            print_error("%s %s(%.9g) = %.9g, expected %.9g\n", convf_isa_name(isa), act_name(act),
+            print_error("%s %s(%.9g) = %.9g, expected %.9g\n", k->name, act_name(act),
                         (double)x[i], (double)y[i], (double)want);
             bad++;
         }
@@ -375,13 +383,13 @@ static void check_activation(convf_isa isa, yolo_activation act)
 static void test_activations(void **state)
 {
     (void)state;
-    const convf_isa isas[] = {CONVF_ISA_GENERIC, CONVF_ISA_AVX2, CONVF_ISA_AVX512};
-    for (size_t i = 0; i < 3; i++) {
-        if (!convf_kernel_for(isas[i]))
+    for (yolo_isa isa = YOLO_ISA_GENERIC; isa <= YOLO_ISA_NEON; isa++) {
+        const yolo_kernels *k = kernels_for(isa);
+        if (!k)
             continue;
-        check_activation(isas[i], YOLO_ACT_SILU);
-        check_activation(isas[i], YOLO_ACT_LEAKY_RELU);
-        check_activation(isas[i], YOLO_ACT_NONE);
+        check_activation(k, YOLO_ACT_SILU);
+        check_activation(k, YOLO_ACT_LEAKY_RELU);
+        check_activation(k, YOLO_ACT_NONE);
     }
 }
 
@@ -423,21 +431,21 @@ static void test_pool(void **state)
     assert_int_equal(tpool_threads(NULL), 1);
 }
 
-/* convf_sigmoid of every ISA against 1 / (1 + expf(-x)) over the same
+/* The sigmoid of every ISA against 1 / (1 + expf(-x)) over the same
  * delicate inputs as the activations. */
 static void test_sigmoid(void **state)
 {
     (void)state;
     enum { CAP = 24100 };
     static float x[CAP], y[CAP];
-    const convf_isa isas[] = {CONVF_ISA_GENERIC, CONVF_ISA_AVX2, CONVF_ISA_AVX512};
     size_t n = activation_inputs(x, CAP);
-    for (size_t k = 0; k < 3; k++) {
-        if (!convf_kernel_for(isas[k]))
+    for (yolo_isa isa = YOLO_ISA_GENERIC; isa <= YOLO_ISA_NEON; isa++) {
+        const yolo_kernels *k = kernels_for(isa);
+        if (!k)
             continue;
         memcpy(y, x, n * sizeof *x);
         for (size_t i = 0; i < n; i += 13) /* whole vectors and tails */
-            convf_sigmoid(isas[k], y + i, n - i < 13 ? n - i : 13);
+            k->sigmoid(y + i, n - i < 13 ? n - i : 13);
         int bad = 0;
         for (size_t i = 0; i < n && bad < 5; i++) {
             float want = 1.0f / (1.0f + expf(-x[i]));
@@ -445,7 +453,7 @@ static void test_sigmoid(void **state)
                                   : fabsf(y[i] - want) <= 4.0f * 5.97e-8f * fabsf(want) ||
                                         fabsf(y[i] - want) < 1e-37f;
             if (!ok) {
-                print_error("%s sigmoid(%.9g) = %.9g, expected %.9g\n", convf_isa_name(isas[k]),
+                print_error("%s sigmoid(%.9g) = %.9g, expected %.9g\n", k->name,
                             (double)x[i], (double)y[i], (double)want);
                 bad++;
             }
@@ -511,7 +519,7 @@ static void test_pool_ops_fast(void **state)
     yolo_pool *pool;
     assert_int_equal(tpool_create(2, &pool), YOLO_OK);
     float *scratch = malloc(2 * convf_thread_scratch_floats() * sizeof *scratch);
-    op_fast f = {pool, convf_kernel_for(convf_best_isa()), NULL, scratch, convf_best_isa()};
+    op_fast f = {pool, kernels_for(cpu_best_isa()), NULL, scratch};
     for (size_t k = 0; k < sizeof pcs / sizeof *pcs; k++) {
         const pool_case *pc = &pcs[k];
         model_layer l;
@@ -549,7 +557,7 @@ static void test_tensor_ops_fast(void **state)
     (void)state;
     yolo_pool *pool;
     assert_int_equal(tpool_create(2, &pool), YOLO_OK);
-    op_fast f = {pool, NULL, NULL, NULL, convf_best_isa()};
+    op_fast f = {pool, kernels_for(cpu_best_isa()), NULL, NULL};
     const int types[] = {LAYER_CONCAT, LAYER_UPSAMPLE};
     for (size_t t = 0; t < 2; t++) {
         model_layer l;
@@ -610,8 +618,8 @@ static const wino_case wcases[] = {
     {16, 30, 42, 8, 0}, {10, 19, 37, 12, 2},
 };
 
-static int wino_case_run(const wino_case *c, convf_isa isa, int threads, yolo_activation act,
-                         uint64_t seed, double *worst)
+static int wino_case_run(const wino_case *c, const yolo_kernels *k, int threads,
+                         yolo_activation act, uint64_t seed, double *worst)
 {
     conv_geom g = {.c_in = c->c_in, .h = c->h, .w = c->w, .c_out = c->c_out, .k = 3,
                    .stride = 1, .pad = c->pad};
@@ -633,8 +641,7 @@ static int wino_case_run(const wino_case *c, convf_isa isa, int threads, yolo_ac
     /* With 3 threads the shared transformed input too, where it is used. */
     size_t n_sh = threads > 1 ? wino_shared_floats(&g, threads) : 0;
     float *shared = n_sh ? aligned_alloc(64, (n_sh + 15) / 16 * 16 * sizeof *shared) : NULL;
-    wino_conv2d(&g, in, packed, b, act, 0.1f, out, convf_kernel_for(isa), isa, pool, scratch, per,
-                shared);
+    wino_conv2d(&g, in, packed, b, act, 0.1f, out, k, pool, scratch, per, shared);
     free(shared);
     tpool_free(pool);
     /* Reference and scale as in check_conv, but with the Winograd bound. */
@@ -648,7 +655,7 @@ static int wino_case_run(const wino_case *c, convf_isa isa, int threads, yolo_ac
         if (!(err <= WINO_TOL * mag[i]) && bad++ < 3)
             print_error("winograd %s %dx%dx%d -> %d pad %d, %s, %d threads: output %zu is %.9g, "
                         "expected %.9g\n",
-                        convf_isa_name(isa), c->c_in, c->h, c->w, c->c_out, c->pad, act_name(act),
+                        k->name, c->c_in, c->h, c->w, c->c_out, c->pad, act_name(act),
                         threads, i, (double)out[i], want);
     }
     free(w), free(b), free(in), free(packed), free(scratch), free(out), free(ref), free(mag);
@@ -660,14 +667,14 @@ static void test_winograd(void **state)
     (void)state;
     int bad = 0;
     double worst = 0;
-    const convf_isa isas[] = {CONVF_ISA_GENERIC, CONVF_ISA_AVX2, CONVF_ISA_AVX512};
-    for (size_t k = 0; k < 3; k++) {
-        if (!convf_kernel_for(isas[k]))
-            continue; /* the transforms' ISA goes with the kernel's */
+    for (yolo_isa isa = YOLO_ISA_GENERIC; isa <= YOLO_ISA_NEON; isa++) {
+        const yolo_kernels *k = kernels_for(isa);
+        if (!k)
+            continue;
         for (size_t i = 0; i < sizeof wcases / sizeof *wcases; i++)
             for (int threads = 1; threads <= 3; threads += 2)
                 for (size_t a = 0; a < 3; a++) /* each activation */
-                    bad += wino_case_run(&wcases[i], isas[k], threads, acts[a], 100 + i, &worst);
+                    bad += wino_case_run(&wcases[i], k, threads, acts[a], 100 + i, &worst);
     }
     print_message("winograd: worst error %.3g of sum |w*x|\n", worst);
     assert_int_equal(bad, 0);

@@ -1062,7 +1062,7 @@ static void test_detect_shape_rejects(void **state)
 /* ---- Detect on the FAST backend: the decode's transposes, bit for bit ---------------------- */
 
 typedef struct {
-    convf_isa isa;
+    const yolo_kernels *k;
     float *x;
 } sigmoid_split;
 
@@ -1070,7 +1070,7 @@ static void sigmoid_split_range(void *arg, size_t begin, size_t end, int tid)
 {
     const sigmoid_split *j = arg;
     (void)tid;
-    convf_sigmoid(j->isa, j->x + begin, end - begin);
+    j->k->sigmoid(j->x + begin, end - begin);
 }
 
 /* The decode as it was before the SIMD transposes: sigmoided logits
@@ -1099,7 +1099,7 @@ static void decode_rows_scalar(const yolo_model_info *info, int lvl, const float
 }
 
 /* What Detect on the FAST backend must write: the same convf_conv2d and
- * convf_sigmoid (split over the same pool) as the op, then the scalar decode. */
+ * sigmoid (split over the same pool) as the op, then the scalar decode. */
 static void detect_fast_expected(const detect_setup *d, const op_fast *f, const float *const *in,
                                  const yolo_shape *is, int n_in, float *out, float *conv)
 {
@@ -1112,8 +1112,8 @@ static void detect_fast_expected(const detect_setup *d, const op_fast *f, const 
             conv_geom g = {.c_in = is[lvl].c, .h = is[lvl].h, .w = is[lvl].w, .c_out = c_out,
                            .k = 1, .stride = 1, .pad = 0, .oh = is[lvl].h, .ow = is[lvl].w};
             convf_conv2d(&g, in[lvl] + (size_t)b * (size_t)is[lvl].c * hw, packed, d->b[lvl],
-                         YOLO_ACT_NONE, 0.0f, conv, f->kernel, f->pool, f->scratch);
-            sigmoid_split sj = {f->isa, conv};
+                         YOLO_ACT_NONE, 0.0f, conv, f->kernels, f->pool, f->scratch);
+            sigmoid_split sj = {f->kernels, conv};
             tpool_for(f->pool, (size_t)c_out * hw, sigmoid_split_range, &sj);
             decode_rows_scalar(info, lvl, conv, is[lvl].h, is[lvl].w, out);
             out += (size_t)c_out * hw;
@@ -1126,7 +1126,7 @@ static void detect_fast_expected(const detect_setup *d, const op_fast *f, const 
  * through op_detect.run with op_args.fast on the given ISA and threads,
  * against detect_fast_expected(), every bit. */
 static void check_detect_fast(int levels, const int *hw, const int *strides, int batch, int no,
-                              convf_isa isa, int threads)
+                              yolo_isa isa, int threads)
 {
     const int c_in[3] = {5, 9, 3};
     detect_setup d;
@@ -1152,8 +1152,8 @@ static void check_detect_fast(int levels, const int *hw, const int *strides, int
     yolo_pool *pool;
     assert_int_equal(tpool_create(threads, &pool), YOLO_OK);
     float *fscratch = alloc_floats((size_t)threads * convf_thread_scratch_floats());
-    const op_fast f = {pool, convf_kernel_for(isa), packed, fscratch, isa};
-    assert_non_null(f.kernel);
+    const op_fast f = {pool, kernels_for(isa), packed, fscratch};
+    assert_non_null(f.kernels);
 
     yolo_shape os;
     assert_int_equal(op_detect.shape(&d.m, &d.l, is, levels, &os), YOLO_OK);
@@ -1177,7 +1177,7 @@ static void check_detect_fast(int levels, const int *hw, const int *strides, int
         if (memcmp(&got[i], &want[i], sizeof *got) != 0) {
             print_error("Detect FAST %s, %d threads, no %d, level 0 %dx%d: row %zu col %zu "
                         "got %.9g want %.9g\n",
-                        convf_isa_name(isa), threads, no, hw[0], hw[1], i / (size_t)no,
+                        yolo_isa_name(isa), threads, no, hw[0], hw[1], i / (size_t)no,
                         i % (size_t)no, (double)got[i], (double)want[i]);
             fail();
         }
@@ -1198,10 +1198,13 @@ static void test_detect_fast_bit_exact(void **state)
     static const int single[4][2] = {{1, 1}, {3, 5}, {7, 13}, {20, 20}};
     static const int multi[6] = {28, 20, 14, 10, 7, 5};
     static const int strides[3] = {8, 16, 32}, nos[4] = {6, 7, 85, 86}, threads[2] = {1, 3};
-    static const convf_isa isas[3] = {CONVF_ISA_GENERIC, CONVF_ISA_AVX2, CONVF_ISA_AVX512};
+    static const yolo_isa isas[3] = {YOLO_ISA_GENERIC, YOLO_ISA_AVX2, YOLO_ISA_AVX512};
     for (int k = 0; k < 3; k++) {
-        if (!convf_kernel_for(isas[k]))
+        if (!kernels_for(isas[k])) {
+            print_message("Detect FAST %s: not run, this CPU lacks it\n",
+                          yolo_isa_name(isas[k]));
             continue;
+        }
         for (int o = 0; o < 4; o++)
             for (int t = 0; t < 2; t++) {
                 for (int g = 0; g < 4; g++)

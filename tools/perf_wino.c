@@ -9,8 +9,8 @@
  * by round in one process:
  *
  *   avx2-old  the portable 16-lane body of winograd.c compiled for AVX2 +
- *             FMA, activation by convf_activate (what CONVF_ISA_AVX2 ran
- *             before winograd_avx2.c)
+ *             FMA, activation by convf_activate_avx2 (what the AVX2 ISA
+ *             ran before winograd_avx2.c)
  *   avx2      winograd_avx2.c
  *   avx512    winograd_avx512.c (when the CPU has it)
  *
@@ -105,8 +105,8 @@ static double run_output(const shape *s, int impl, yolo_activation act)
     double t = now_ns();
     for (int t0 = 0; t0 < s->n_tiles; t0 += CONVF_NR) {
         int nt = s->n_tiles - t0 < CONVF_NR ? s->n_tiles - t0 : CONVF_NR;
-        out_block b = {&s->g, s->bias, act, 0.1f, CONVF_ISA_AVX2, s->out, s->tiles_x, t0, nt,
-                       0, s->g.c_out, s->m};
+        out_block b = {&s->g,  s->bias, act, 0.1f, convf_activate_avx2, s->out, s->tiles_x,
+                       t0,     nt,      0,   s->g.c_out, s->m};
         if (impl == 0)
             old_output(&b);
         else if (impl == 1)
@@ -155,11 +155,11 @@ int main(int argc, char **argv)
         for (; n_shapes < 4; n_shapes++)
             cs[n_shapes] = dc[n_shapes], ss[n_shapes] = ds[n_shapes];
     }
-    if (rounds < 1 || !convf_kernel_for(CONVF_ISA_AVX2)) {
+    if (rounds < 1 || !kernels_for(YOLO_ISA_AVX2)) {
         fprintf(stderr, "perf_wino: needs AVX2 and rounds >= 1\n");
         return 2;
     }
-    const int n_impl = convf_kernel_for(CONVF_ISA_AVX512) ? 3 : 2;
+    const int n_impl = kernels_for(YOLO_ISA_AVX512) ? 3 : 2;
     printf("ns per tile and channel, median of %d rounds (activation %s)\n", rounds,
            act_name(act));
     printf("%-10s %-9s", "shape", "transform");

@@ -16,13 +16,13 @@
  * panels; disjoint parts of the output) from a shared counter.
  *
  * The microkernels live in kernel_avx512.c, kernel_avx2.c and here (the
- * portable one); convf_kernel_for() picks by what the CPU supports.
+ * portable one); the caller's kernel table (kernels.c) says which one runs,
+ * with the stride-2 copy of the same ISA.
  */
 #include <math.h>
 #include <stdatomic.h>
 #include <string.h>
 
-#include "cpu.h"
 #include "internal.h"
 
 /* ---- weight packing --------------------------------------------------------- */
@@ -53,29 +53,14 @@ size_t convf_thread_scratch_floats(void)
 
 /* ---- gathering one B panel ---------------------------------------------------- */
 
-/* dst[i] = src[2i] for i < n: the stride-2 rows of a 3x3/s2 gather. */
+/* dst[i] = src[2i] for i < n: the stride-2 rows of a 3x3/s2 gather (the
+ * AVX-512 and AVX2 ones are in kernel_avx512.c and kernel_avx2.c). */
 typedef void (*convf_copy2_fn)(float *dst, const float *src, int n);
 
-void convf_copy2_avx512(float *dst, const float *src, int n);
-void convf_copy2_avx2(float *dst, const float *src, int n);
-
-static void copy2_generic(float *dst, const float *src, int n)
+void convf_copy2_generic(float *dst, const float *src, int n)
 {
     for (int i = 0; i < n; i++)
         dst[i] = src[2 * i];
-}
-
-/* Each vector version goes with its ISA's kernel (same CPU check). */
-static convf_copy2_fn convf_copy2_for(convf_kernel kernel)
-{
-#if defined(__x86_64__) || defined(__i386__)
-    if (kernel == convf_kernel_for(CONVF_ISA_AVX512))
-        return convf_copy2_avx512;
-    if (kernel == convf_kernel_for(CONVF_ISA_AVX2))
-        return convf_copy2_avx2;
-#endif
-    (void)kernel;
-    return copy2_generic;
 }
 
 /* A run of tile pixels in one output row: tile columns [j0, j0+n) are output
@@ -194,8 +179,7 @@ typedef struct {
     yolo_activation act;
     float alpha;
     float *out;
-    convf_kernel kernel;
-    convf_copy2_fn copy2;
+    const yolo_kernels *k; /* microkernel and stride-2 copy */
     float *scratch;
     size_t n_pix, k_total;
     size_t kc_step; /* k slice: K cut into equal slices of at most CONVF_KC */
@@ -246,7 +230,7 @@ static void run_block(const conv_job *j, int t0, int t1, int q0, int q1, float *
             if (pointwise && !in_place)
                 copy_group(g, j->in, &tg, (int)k0, kc, panels);
             else if (!pointwise)
-                gather_group(g, j->in, &tg, (int)k0, kc, panels, j->copy2);
+                gather_group(g, j->in, &tg, (int)k0, kc, panels, j->k->copy2);
             t.kc = kc;
             t.first = k0 == 0;
             t.last = k0 + (size_t)kc == j->k_total;
@@ -261,7 +245,7 @@ static void run_block(const conv_job *j, int t0, int t1, int q0, int q1, float *
                     t.b = in_place ? j->in + k0 * plane + tg.p0 + (size_t)i * CONVF_NR
                                    : panels + (size_t)i * CONVF_NR;
                     t.c = j->out + (size_t)co * j->n_pix + tg.p0 + (size_t)i * CONVF_NR;
-                    j->kernel(&t);
+                    j->k->gemm(&t);
                 }
             }
         }
@@ -310,7 +294,7 @@ static void choose_split(conv_job *j, int threads)
 }
 
 void convf_conv2d(const conv_geom *g, const float *in, const float *packed, const float *bias,
-                  yolo_activation act, float alpha, float *out, convf_kernel kernel,
+                  yolo_activation act, float alpha, float *out, const yolo_kernels *k,
                   yolo_pool *pool, float *scratch)
 {
     conv_job j;
@@ -321,8 +305,7 @@ void convf_conv2d(const conv_geom *g, const float *in, const float *packed, cons
     j.act = act;
     j.alpha = alpha;
     j.out = out;
-    j.kernel = kernel;
-    j.copy2 = convf_copy2_for(kernel);
+    j.k = k;
     j.scratch = scratch;
     j.n_pix = (size_t)g->oh * (size_t)g->ow;
     j.k_total = (size_t)g->c_in * (size_t)g->k * (size_t)g->k;
@@ -337,7 +320,7 @@ void convf_conv2d(const conv_geom *g, const float *in, const float *packed, cons
     tpool_run(pool, conv_worker, &j);
 }
 
-/* ---- portable microkernel (its activation: apply_activation, ops_norm.c) ------------ */
+/* ---- portable microkernel and sigmoid (the activation: apply_activation, ops_norm.c) ----- */
 
 void convf_kernel_generic(const convf_tile *t)
 {
@@ -361,84 +344,8 @@ void convf_kernel_generic(const convf_tile *t)
     }
 }
 
-/* ---- dispatch --------------------------------------------------------------------- */
-
-/* Defined in kernel_avx512.c and kernel_avx2.c. */
-void convf_kernel_avx512(const convf_tile *t);
-void convf_activate_avx512(float *x, size_t n, yolo_activation act, float alpha);
-void convf_kernel_avx2(const convf_tile *t);
-void convf_activate_avx2(float *x, size_t n, yolo_activation act, float alpha);
-void convf_sigmoid_avx512(float *x, size_t n);
-void convf_sigmoid_avx2(float *x, size_t n);
-
-/* What the CPU needs for each ISA's kernels (cpu.c detects it once). */
-static int isa_runs(convf_isa isa)
+void convf_sigmoid_generic(float *x, size_t n)
 {
-    switch (isa) {
-    case CONVF_ISA_AVX512:
-        return cpu_has(CPU_AVX512F | CPU_AVX512BW | CPU_AVX512VL | CPU_FMA);
-    case CONVF_ISA_AVX2:
-        return cpu_has(CPU_AVX2 | CPU_FMA);
-    case CONVF_ISA_GENERIC:
-        return 1;
-    }
-    return 0;
-}
-
-convf_isa convf_best_isa(void)
-{
-    if (isa_runs(CONVF_ISA_AVX512))
-        return CONVF_ISA_AVX512;
-    if (isa_runs(CONVF_ISA_AVX2))
-        return CONVF_ISA_AVX2;
-    return CONVF_ISA_GENERIC;
-}
-
-const char *convf_isa_name(convf_isa isa)
-{
-    switch (isa) {
-    case CONVF_ISA_AVX512:
-        return "avx512";
-    case CONVF_ISA_AVX2:
-        return "avx2";
-    case CONVF_ISA_GENERIC:
-        break;
-    }
-    return "generic";
-}
-
-convf_kernel convf_kernel_for(convf_isa isa)
-{
-    if (!isa_runs(isa))
-        return NULL;
-    switch (isa) {
-    case CONVF_ISA_AVX512:
-        return convf_kernel_avx512;
-    case CONVF_ISA_AVX2:
-        return convf_kernel_avx2;
-    case CONVF_ISA_GENERIC:
-        break;
-    }
-    return convf_kernel_generic;
-}
-
-void convf_activate(convf_isa isa, float *x, size_t n, yolo_activation act, float alpha)
-{
-    if (isa == CONVF_ISA_AVX512 && isa_runs(isa))
-        convf_activate_avx512(x, n, act, alpha);
-    else if (isa == CONVF_ISA_AVX2 && isa_runs(isa))
-        convf_activate_avx2(x, n, act, alpha);
-    else
-        apply_activation(x, n, act, alpha);
-}
-
-void convf_sigmoid(convf_isa isa, float *x, size_t n)
-{
-    if (isa == CONVF_ISA_AVX512 && isa_runs(isa))
-        convf_sigmoid_avx512(x, n);
-    else if (isa == CONVF_ISA_AVX2 && isa_runs(isa))
-        convf_sigmoid_avx2(x, n);
-    else
-        for (size_t i = 0; i < n; i++)
-            x[i] = 1.0f / (1.0f + expf(-x[i]));
+    for (size_t i = 0; i < n; i++)
+        x[i] = 1.0f / (1.0f + expf(-x[i]));
 }

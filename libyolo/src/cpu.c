@@ -1,12 +1,13 @@
 /*
- * CPU features (cpu.h). They are read once (pthread_once: contexts and
- * models may be made from several threads) and kept; asking again costs a
- * load.
+ * CPU features and the ISAs they allow (cpu.h). The features are read once
+ * (pthread_once: contexts and models may be made from several threads) and
+ * kept; asking again costs a load.
  */
 #include <pthread.h>
 #include <stdatomic.h>
 
 #include "cpu.h"
+#include "internal.h"
 
 static pthread_once_t features_once = PTHREAD_ONCE_INIT;
 static unsigned features_detected;
@@ -48,4 +49,48 @@ int cpu_has(unsigned features)
 void cpu_mask_for_tests(unsigned hidden)
 {
     atomic_store_explicit(&features_hidden, hidden, memory_order_relaxed);
+}
+
+int cpu_has_isa(yolo_isa isa)
+{
+    switch (isa) {
+    case YOLO_ISA_GENERIC:
+        return 1;
+    case YOLO_ISA_AVX2:
+        return cpu_has(CPU_AVX2 | CPU_FMA);
+    case YOLO_ISA_AVX512:
+        return cpu_has(CPU_AVX512F | CPU_AVX512BW | CPU_AVX512VL | CPU_FMA);
+    case YOLO_ISA_NEON:
+        return cpu_has(CPU_NEON);
+    case YOLO_ISA_AUTO:
+        break;
+    }
+    return 0;
+}
+
+/* Widest first: the order AUTO tries them in. */
+static const yolo_isa isa_by_width[] = {YOLO_ISA_AVX512, YOLO_ISA_AVX2, YOLO_ISA_NEON,
+                                        YOLO_ISA_GENERIC};
+
+yolo_isa cpu_best_isa(void)
+{
+    for (size_t i = 0; i < sizeof isa_by_width / sizeof *isa_by_width; i++)
+        if (kernels_for(isa_by_width[i]))
+            return isa_by_width[i];
+    return YOLO_ISA_GENERIC;
+}
+
+/* ---- names and the public queries ------------------------------------------------ */
+
+static const char *const isa_names[] = {"auto", "generic", "avx2", "avx512", "neon"};
+#define N_ISA ((int)(sizeof isa_names / sizeof *isa_names))
+
+static int isa_valid(yolo_isa isa)
+{
+    return (int)isa >= 0 && (int)isa < N_ISA;
+}
+
+const char *yolo_isa_name(yolo_isa isa)
+{
+    return isa_valid(isa) ? isa_names[isa] : "?";
 }

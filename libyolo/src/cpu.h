@@ -1,10 +1,13 @@
 /*
  * What this CPU can run (cpu.c): its instruction-set features, detected once
- * per process. Every file that picks code by CPU asks here, so a test can
- * hide features from all of them at once (cpu_mask_for_tests).
+ * per process, and the ISAs they allow. Every file that picks code by CPU
+ * asks here, so a test can hide features from all of them at once
+ * (cpu_mask_for_tests).
  */
 #ifndef LIBYOLO_CPU_H
 #define LIBYOLO_CPU_H
+
+#include "../yolo.h"
 
 /* Feature bits; cpu_has() wants all of the bits it is given. */
 enum {
@@ -23,6 +26,11 @@ enum {
 unsigned cpu_features(void);
 /* 1 if the CPU has every feature in `features`. */
 int cpu_has(unsigned features);
+/* 1 if the CPU has what the ISA's kernels use (AUTO: 0). Whether libyolo
+ * has kernels for it is kernels_for()'s business. */
+int cpu_has_isa(yolo_isa isa);
+/* The widest ISA whose kernels run here (generic at least). */
+yolo_isa cpu_best_isa(void);
 
 /* Test hook: features in `hidden` are reported absent from now on, as if
  * the CPU lacked them (0 shows all again). Not for production use: kernels

@@ -554,8 +554,8 @@ static void run_winograd(const yolo_ctx *ctx, const op_args *a)
     for (int b = 0; b < si.n; b++)
         wino_conv2d(&g, a->in[0] + (size_t)b * (size_t)si.c * (size_t)si.h * (size_t)si.w,
                     packed, bias, l->act, l->alpha,
-                    a->out + (size_t)b * (size_t)so.c * (size_t)so.h * (size_t)so.w, ctx->kernel,
-                    ctx->isa, ctx->pool, ctx->wino_scratch, ctx->wino_per_thread,
+                    a->out + (size_t)b * (size_t)so.c * (size_t)so.h * (size_t)so.w,
+                    ctx->kernels, ctx->pool, ctx->wino_scratch, ctx->wino_per_thread,
                     ctx->wino_shared);
 }
 
@@ -579,10 +579,9 @@ static void run_layer(yolo_ctx *ctx, int i, const float *input, yolo_shape in_sh
     op_fast f;
     if (ctx->params.backend == YOLO_BACKEND_FAST) {
         f.pool = ctx->pool;
-        f.kernel = ctx->kernel;
+        f.kernels = ctx->kernels;
         f.packed = ctx->packed_layer[i];
         f.scratch = ctx->thread_scratch;
-        f.isa = ctx->isa;
         a.fast = &f;
     }
     if (ctx->params.backend == YOLO_BACKEND_REFERENCE)

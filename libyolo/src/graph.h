@@ -70,16 +70,15 @@ struct yolo_ctx {
     yolo_shape *shapes;
     struct plan_span *spans;
 
-    /* FAST backend (NULL / 0 for the others): the pool, the microkernel
-     * chosen for this CPU, one scratch slice per pool thread, and where each
+    /* FAST backend (NULL / 0 for the others): the pool, the kernel table of
+     * the ctx's ISA, one scratch slice per pool thread, and where each
      * layer's packed weights are. The packed weights themselves belong to
      * the model (graph_fast.c: made by the first ctx that needs them, shared
      * by all its contexts, freed with the model); the ctx holds pointers:
      * packed_layer[i] the direct packing a run uses (NULL for layers without
      * one; set at create, or at plan for Winograd candidates run directly). */
     yolo_pool *pool;
-    convf_isa isa;
-    convf_kernel kernel;
+    const yolo_kernels *kernels;
     const float **packed_layer;
     float *thread_scratch;
     /* Winograd (FAST): per layer, its transformed weights (from the first
@@ -123,7 +122,7 @@ int graph_ensure_buffer(float **buf, size_t *cap, size_t bytes);
  * and its lock: made by the loader, freed by yolo_model_free. */
 yolo_status graph_fast_model_init(yolo_model *m);
 void graph_fast_model_free(yolo_model *m);
-/* FAST: thread pool, kernel choice, per-thread scratch, packed weights. */
+/* FAST: thread pool, kernel table, per-thread scratch, packed weights. */
 yolo_status graph_fast_setup(yolo_ctx *c);
 /* FAST: picks the layers Winograd runs for this input shape, packs their
  * weights (once), sizes their scratch. */

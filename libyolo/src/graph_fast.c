@@ -22,6 +22,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "cpu.h"
 #include "graph.h"
 
 /* The Conv layer's im2col depth Cin*k*k, from its validated weight tensor. */
@@ -214,8 +215,7 @@ yolo_status graph_fast_setup(yolo_ctx *c)
     yolo_status st = tpool_create(threads, &c->pool);
     if (st != YOLO_OK)
         return st;
-    c->isa = convf_best_isa();
-    c->kernel = convf_kernel_for(c->isa);
+    c->kernels = kernels_for(cpu_best_isa());
     size_t bytes = (size_t)tpool_threads(c->pool) * convf_thread_scratch_floats() * sizeof(float);
     if (bytes > (size_t)MAX_THREADS * convf_thread_scratch_floats() * sizeof(float))
         return yolo_fail(YOLO_ERR_INTERNAL, "yolo_ctx_create: bad thread count");

@@ -179,19 +179,8 @@ typedef struct {
 } convf_tile;
 typedef void (*convf_kernel)(const convf_tile *t);
 
-/* The microkernels: best for this CPU (runtime dispatch), and each ISA's,
- * NULL when the CPU lacks it (for tests). */
-typedef enum { CONVF_ISA_GENERIC, CONVF_ISA_AVX2, CONVF_ISA_AVX512 } convf_isa;
-convf_kernel convf_kernel_for(convf_isa isa);
-convf_isa convf_best_isa(void);
-const char *convf_isa_name(convf_isa isa);
-void convf_kernel_generic(const convf_tile *t);
-
-/* In-place activation of n floats with the ISA's vector code (SiLU uses a
- * vectorized exp; tests compare it with expf). */
-void convf_activate(convf_isa isa, float *x, size_t n, yolo_activation act, float alpha);
-/* In-place sigmoid 1 / (1 + e^-x) (Detect's), same exp. */
-void convf_sigmoid(convf_isa isa, float *x, size_t n);
+/* The kernels of one ISA (kernels.c, at the end of this file). */
+typedef struct yolo_kernels yolo_kernels;
 
 /* Floats of packed weights for c_out x k_total (k_total = Cin*k*k). */
 size_t convf_packed_floats(int c_out, size_t k_total);
@@ -208,10 +197,9 @@ size_t convf_thread_scratch_floats(void);
 /* Handed to ops by the FAST backend (op_args.fast; NULL otherwise). */
 typedef struct {
     yolo_pool *pool;
-    convf_kernel kernel;
+    const yolo_kernels *kernels; /* the ctx's ISA */
     const float *packed; /* this layer's packed weights, NULL if none */
     float *scratch;      /* per-thread scratch, tpool_threads() slices */
-    convf_isa isa;       /* of kernel, for convf_sigmoid / convf_activate */
 } op_fast;
 
 /* ---- op table (ops.c registers every family) ---------------------------- */
@@ -290,23 +278,10 @@ size_t conv2d_scratch_floats(const conv_geom *g);
 /* out = act(conv(in) + bias) for one batch item, work split over the pool's
  * threads; scratch holds tpool_threads() * convf_thread_scratch_floats(). */
 void convf_conv2d(const conv_geom *g, const float *in, const float *packed, const float *bias,
-                  yolo_activation act, float alpha, float *out, convf_kernel kernel,
+                  yolo_activation act, float alpha, float *out, const yolo_kernels *k,
                   yolo_pool *pool, float *scratch);
 
 /* Winograd F(4x4,3x3) for 3x3 stride-1 convolutions (winograd.c). */
-/* Its AVX-512 transforms (winograd_avx512.c; only after a CPU check): the
- * input of channels [ci0, ci1) and the output of [co0, co0+n_co) for the
- * nt tiles from t0 of one block (layouts in winograd.c). */
-void wino_input_avx512(const conv_geom *g, const float *in, int tiles_x, int t0, int nt,
-                       int ci0, int ci1, float *v);
-void wino_output_avx512(const conv_geom *g, const float *m, int tiles_x,
-                        int t0, int nt, int co0, int n_co, const float *bias,
-                        yolo_activation act, float alpha, float *out);
-/* The same with AVX2 + FMA (winograd_avx2.c; only after a CPU check). */
-void wino_input_avx2(const conv_geom *g, const float *in, int tiles_x, int t0, int nt, int ci0,
-                     int ci1, float *v);
-void wino_output_avx2(const conv_geom *g, const float *m, int tiles_x, int t0, int nt, int co0,
-                      int n_co, const float *bias, yolo_activation act, float alpha, float *out);
 /* 1 if g is a 3x3 stride-1 convolution where Winograd is faster. */
 int wino_worthwhile(const conv_geom *g);
 /* The shape-free part of that: a layer that may run through Winograd. */
@@ -324,7 +299,87 @@ size_t wino_shared_floats(const conv_geom *g, int threads);
  * (at least wino_thread_scratch_floats(), 64-byte aligned each); shared
  * has wino_shared_floats() floats (or is NULL: slower with few blocks). */
 void wino_conv2d(const conv_geom *g, const float *in, const float *packed, const float *bias,
-                 yolo_activation act, float alpha, float *out, convf_kernel kernel, convf_isa isa,
+                 yolo_activation act, float alpha, float *out, const yolo_kernels *k,
                  yolo_pool *pool, float *scratch, size_t scratch_per_thread, float *shared);
+
+/* ---- kernels per ISA (kernels.c) ------------------------------------------- */
+
+/* Winograd transforms of one block of nt tiles from t0 (layouts in
+ * winograd.c): the input of channels [ci0, ci1) into v; the output of
+ * channels [co0, co0+n_co) from m, with bias and activation, into out. */
+typedef void (*wino_input_fn)(const conv_geom *g, const float *in, int tiles_x, int t0, int nt,
+                              int ci0, int ci1, float *v);
+typedef void (*wino_output_fn)(const conv_geom *g, const float *m, int tiles_x, int t0, int nt,
+                               int co0, int n_co, const float *bias, yolo_activation act,
+                               float alpha, float *out);
+
+/* One item of Detect's decode (ops_detect.c): pixels [p0, p0 + n) of one
+ * anchor, sigmoided logits [no][plane] -> rows [n][no], boxes decoded. */
+typedef struct {
+    const float *src; /* channel 0 of the anchor, at pixel p0 */
+    size_t plane;     /* floats from one channel plane to the next (ny*nx) */
+    float *dst;       /* the row of pixel p0 */
+    size_t n;         /* pixels, at most DECODE_CHUNK (ops_detect.c) */
+    int no, nx, x0, y0; /* x0, y0: grid cell of pixel p0 */
+    float s, aw, ah;  /* stride, anchor width and height */
+} decode_chunk;
+
+/* Everything the FAST backend runs that has ISA-specific code: one const
+ * table per ISA, chosen once per ctx, so that every part of a run (the
+ * convolutions, Winograd, Detect) uses the same ISA, and a test or a user
+ * can force one for all of them. */
+struct yolo_kernels {
+    yolo_isa isa;
+    const char *name;           /* yolo_isa_name(isa) */
+    convf_kernel gemm;          /* the 8 x 48 microkernel */
+    /* dst[i] = src[2i], i < n: the stride-2 rows of a 3x3/s2 gather */
+    void (*copy2)(float *dst, const float *src, int n);
+    /* in-place activation (SiLU through a vector exp within 4 ulp of expf) */
+    void (*activate)(float *x, size_t n, yolo_activation act, float alpha);
+    /* in-place 1 / (1 + e^-x), the same exp (Detect's sigmoid) */
+    void (*sigmoid)(float *x, size_t n);
+    wino_input_fn wino_input;
+    wino_output_fn wino_output;
+    /* Detect's transpose and box transform; every ISA writes the same bits */
+    void (*decode)(const decode_chunk *c);
+};
+
+/* The table of isa; NULL when this CPU lacks it (cpu.c) or this build has
+ * no kernels for it (AUTO, NEON on x86). */
+const yolo_kernels *kernels_for(yolo_isa isa);
+
+/* The entries, by the file that defines them. On x86 only: the AVX2 and
+ * AVX-512 ones (compiled with target attributes; called only through a
+ * table that kernels_for() gave out, that is after the CPU check). */
+void convf_kernel_generic(const convf_tile *t);                      /* conv_fast.c */
+void convf_copy2_generic(float *dst, const float *src, int n);
+void convf_sigmoid_generic(float *x, size_t n);
+void wino_input_generic(const conv_geom *g, const float *in, int tiles_x, int t0, int nt,
+                        int ci0, int ci1, float *v);                  /* winograd.c */
+void wino_output_generic(const conv_geom *g, const float *m, int tiles_x, int t0, int nt,
+                         int co0, int n_co, const float *bias, yolo_activation act,
+                         float alpha, float *out);
+void detect_decode_generic(const decode_chunk *c);                   /* ops_detect.c */
+
+void convf_kernel_avx2(const convf_tile *t);                         /* kernel_avx2.c */
+void convf_copy2_avx2(float *dst, const float *src, int n);
+void convf_activate_avx2(float *x, size_t n, yolo_activation act, float alpha);
+void convf_sigmoid_avx2(float *x, size_t n);
+void wino_input_avx2(const conv_geom *g, const float *in, int tiles_x, int t0, int nt, int ci0,
+                     int ci1, float *v);                              /* winograd_avx2.c */
+void wino_output_avx2(const conv_geom *g, const float *m, int tiles_x, int t0, int nt, int co0,
+                      int n_co, const float *bias, yolo_activation act, float alpha, float *out);
+void detect_decode_avx2(const decode_chunk *c);                      /* ops_detect.c */
+
+void convf_kernel_avx512(const convf_tile *t);                       /* kernel_avx512.c */
+void convf_copy2_avx512(float *dst, const float *src, int n);
+void convf_activate_avx512(float *x, size_t n, yolo_activation act, float alpha);
+void convf_sigmoid_avx512(float *x, size_t n);
+void wino_input_avx512(const conv_geom *g, const float *in, int tiles_x, int t0, int nt,
+                       int ci0, int ci1, float *v);                   /* winograd_avx512.c */
+void wino_output_avx512(const conv_geom *g, const float *m, int tiles_x, int t0, int nt,
+                        int co0, int n_co, const float *bias, yolo_activation act, float alpha,
+                        float *out);
+void detect_decode_avx512(const decode_chunk *c);                    /* ops_detect.c */
 
 #endif /* LIBYOLO_INTERNAL_H */

@@ -266,10 +266,10 @@ static void conv_run(const op_args *a)
     const size_t in_item = (size_t)g.c_in * (size_t)g.h * (size_t)g.w;
     const size_t n = (size_t)g.oh * (size_t)g.ow;
     const op_fast *f = a->fast;
-    if (f && f->packed && f->kernel) {
+    if (f && f->packed && f->kernels) {
         for (int b = 0; b < a->in_shape[0].n; b++)
             convf_conv2d(&g, a->in[0] + (size_t)b * in_item, f->packed, bias, l->act, l->alpha,
-                         a->out + (size_t)b * (size_t)g.c_out * n, f->kernel, f->pool,
+                         a->out + (size_t)b * (size_t)g.c_out * n, f->kernels, f->pool,
                          f->scratch);
         return;
     }

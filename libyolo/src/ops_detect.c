@@ -18,8 +18,8 @@
  * matrices back to back, each convf_packed_span() floats) the heads run
  * through convf_conv2d and the decode is vectorized and threaded: the
  * [no][pixels] -> [pixels][no] transpose runs as 16x16 (AVX-512) or 8x8
- * (AVX2) in-register blocks when the CPU has them, chosen at run time,
- * with the scalar loop as the portable fallback; all write the same bits.
+ * (AVX2) in-register blocks, or as the scalar loop (generic), as the ctx's
+ * kernel table (kernels.c) says; all write the same bits.
  *
  * FLOPs: the 1x1 convolutions (2*c_in*na*no per grid cell), plus one per
  * output value for the sigmoid and four per row for the box transform.
@@ -27,7 +27,6 @@
 #include <limits.h>
 #include <math.h>
 
-#include "cpu.h"
 #include "internal.h"
 
 /* Scratch offsets are rounded to this many floats to keep 64-byte alignment. */
@@ -224,19 +223,10 @@ static void decode_level(const yolo_model_info *info, int lvl, const float *conv
  * path writes the same bits. */
 #define DECODE_CHUNK 64
 
-/* One decode item: pixels [p0, p0 + n) of one anchor. */
-typedef struct {
-    const float *src; /* channel 0 of the anchor, at pixel p0 */
-    size_t plane;     /* floats from one channel plane to the next (ny*nx) */
-    float *dst;       /* the row of pixel p0 */
-    size_t n;         /* pixels, at most DECODE_CHUNK */
-    int no, nx, x0, y0; /* x0, y0: grid cell of pixel p0 */
-    float s, aw, ah;  /* stride, anchor width and height */
-} decode_chunk;
-
-/* Portable: scatter each channel run into the rows, then the box transform
- * row by row (the formulas of decode_level). */
-static void decode_chunk_generic(const decode_chunk *c)
+/* A decode item (decode_chunk, internal.h) is pixels [p0, p0 + n) of one
+ * anchor. Portable: scatter each channel run into the rows, then the box
+ * transform row by row (the formulas of decode_level). */
+void detect_decode_generic(const decode_chunk *c)
 {
     const size_t no = (size_t)c->no;
     for (size_t k = 0; k < no; k++) {
@@ -333,7 +323,7 @@ DETECT_AVX512 static inline void store_block16(float *dst, size_t no, size_t np,
             _mm512_mask_storeu_ps(dst + i * no, km, r[i]);
 }
 
-DETECT_AVX512 static void decode_chunk_avx512(const decode_chunk *c)
+DETECT_AVX512 void detect_decode_avx512(const decode_chunk *c)
 {
     const __m512 two = _mm512_set1_ps(2.0f), half = _mm512_set1_ps(0.5f);
     const __m512 s = _mm512_set1_ps(c->s), aw = _mm512_set1_ps(c->aw),
@@ -419,7 +409,7 @@ DETECT_AVX2 static inline void store_block8(float *dst, size_t no, size_t np, si
         }
 }
 
-DETECT_AVX2 static void decode_chunk_avx2(const decode_chunk *c)
+DETECT_AVX2 void detect_decode_avx2(const decode_chunk *c)
 {
     const __m256 two = _mm256_set1_ps(2.0f), half = _mm256_set1_ps(0.5f);
     const __m256 s = _mm256_set1_ps(c->s), aw = _mm256_set1_ps(c->aw),
@@ -457,23 +447,13 @@ DETECT_AVX2 static void decode_chunk_avx2(const decode_chunk *c)
 }
 #endif
 
-/* The transpose this CPU can run: the one asked for, or the next below. */
-static convf_isa decode_isa(convf_isa want)
-{
-    if (want == CONVF_ISA_AVX512 && cpu_has(CPU_AVX512F))
-        return CONVF_ISA_AVX512;
-    if (want != CONVF_ISA_GENERIC && cpu_has(CPU_AVX2))
-        return CONVF_ISA_AVX2;
-    return CONVF_ISA_GENERIC;
-}
-
 typedef struct {
     const yolo_model_info *info;
     int lvl, ny, nx;
     size_t chunks;     /* per anchor */
     const float *conv; /* [na*no][ny*nx] logits, already sigmoided */
     float *rows;       /* this level's first row */
-    convf_isa isa;     /* from decode_isa() */
+    void (*decode)(const decode_chunk *c); /* the ctx's ISA's */
 } decode_job;
 
 static void decode_range(void *arg, size_t begin, size_t end, int tid)
@@ -498,24 +478,12 @@ static void decode_range(void *arg, size_t begin, size_t end, int tid)
             .aw = j->info->anchors[j->lvl][a][0],
             .ah = j->info->anchors[j->lvl][a][1],
         };
-        switch (j->isa) {
-#if defined(__x86_64__) || defined(__i386__)
-        case CONVF_ISA_AVX512:
-            decode_chunk_avx512(&c);
-            break;
-        case CONVF_ISA_AVX2:
-            decode_chunk_avx2(&c);
-            break;
-#endif
-        default:
-            decode_chunk_generic(&c);
-            break;
-        }
+        j->decode(&c);
     }
 }
 
 typedef struct {
-    convf_isa isa;
+    void (*sigmoid)(float *x, size_t n);
     float *x;
 } sigmoid_job;
 
@@ -523,7 +491,7 @@ static void sigmoid_range(void *arg, size_t begin, size_t end, int tid)
 {
     const sigmoid_job *j = arg;
     (void)tid;
-    convf_sigmoid(j->isa, j->x + begin, end - begin);
+    j->sigmoid(j->x + begin, end - begin);
 }
 
 static void detect_run_fast(const op_args *a)
@@ -533,7 +501,6 @@ static void detect_run_fast(const op_args *a)
     const op_fast *f = a->fast;
     const int c_out = info->num_anchors * info->num_outputs;
     const size_t out_item = (size_t)a->out_shape.h * (size_t)a->out_shape.w;
-    const convf_isa isa = decode_isa(f->isa);
     for (int b = 0; b < a->out_shape.n; b++) {
         float *rows = a->out + (size_t)b * out_item;
         const float *packed = f->packed;
@@ -542,12 +509,12 @@ static void detect_run_fast(const op_args *a)
             const conv_geom g = level_geom(si, c_out);
             const float *in = a->in[lvl] + (size_t)b * (size_t)si.c * (size_t)si.h * (size_t)si.w;
             convf_conv2d(&g, in, packed, l->tensors[2 * lvl + 1]->data, YOLO_ACT_NONE, 0.0f,
-                         a->scratch, f->kernel, f->pool, f->scratch);
+                         a->scratch, f->kernels, f->pool, f->scratch);
             const size_t hw = (size_t)si.h * (size_t)si.w;
-            sigmoid_job sj = {f->isa, a->scratch};
+            sigmoid_job sj = {f->kernels->sigmoid, a->scratch};
             tpool_for(f->pool, (size_t)c_out * hw, sigmoid_range, &sj);
             decode_job j = {info, lvl, si.h, si.w, (hw + DECODE_CHUNK - 1) / DECODE_CHUNK,
-                            a->scratch, rows, isa};
+                            a->scratch, rows, f->kernels->decode};
             tpool_for(f->pool, (size_t)info->num_anchors * j.chunks, decode_range, &j);
             rows += (size_t)info->num_anchors * hw * (size_t)info->num_outputs;
             packed += convf_packed_span(c_out, (size_t)si.c);
@@ -557,7 +524,7 @@ static void detect_run_fast(const op_args *a)
 
 static void detect_run(const op_args *a)
 {
-    if (a->fast && a->fast->packed && a->fast->kernel) {
+    if (a->fast && a->fast->packed && a->fast->kernels) {
         detect_run_fast(a);
         return;
     }

@@ -32,7 +32,7 @@
  * tiles, loading and storing whole image rows (winograd_avx512.c); with
  * AVX2 on 8 tiles, each lane loading and storing its own rows
  * (winograd_avx2.c); otherwise as plain loops over 16 lanes that the
- * compiler vectorizes.
+ * compiler vectorizes. The ctx's kernel table (kernels.c) says which.
  *
  * Accuracy: the transforms add and scale by up to 8 (A) and 5 (B), so the
  * rounding error grows by a bounded factor over the direct sum (measured
@@ -237,7 +237,7 @@ typedef struct {
     const float *bias;
     yolo_activation act;
     float alpha;
-    convf_isa isa;
+    void (*activate)(float *x, size_t n, yolo_activation act, float alpha); /* the ISA's */
     float *out;
     int tiles_x, t0, nt;
     int co0, n_co;  /* the channel range in m */
@@ -294,47 +294,29 @@ static inline __attribute__((always_inline)) void output_block_body(const out_bl
         for (int j = 0; j < b->nt; j += WG_LANES) {
             lanes y[16];
             output_transform(b->m + (size_t)k * WG_XI * CONVF_NR + (size_t)j, CONVF_NR, bias, y);
-            convf_activate(b->isa, &y[0][0], 16 * WG_LANES, b->act, b->alpha);
+            b->activate(&y[0][0], 16 * WG_LANES, b->act, b->alpha);
             int n = b->nt - j < WG_LANES ? b->nt - j : WG_LANES;
             store_tiles(b, b->t0 + j, n, co, y);
         }
     }
 }
 
-static void input_block_generic(const in_block *b)
+/* The plain transforms as the generic kernel table's wino_input and
+ * wino_output (kernels.c). */
+void wino_input_generic(const conv_geom *g, const float *in, int tiles_x, int t0, int nt, int ci0,
+                        int ci1, float *v)
 {
-    input_block_body(b);
+    const in_block b = {g, in, tiles_x, t0, nt, ci0, ci1, v};
+    input_block_body(&b);
 }
 
-static void output_block_generic(const out_block *b)
+void wino_output_generic(const conv_geom *g, const float *m, int tiles_x, int t0, int nt,
+                         int co0, int n_co, const float *bias, yolo_activation act, float alpha,
+                         float *out)
 {
-    output_block_body(b);
-}
-
-static void input_block(convf_isa isa, const in_block *b)
-{
-#if defined(__x86_64__) || defined(__i386__)
-    if (isa == CONVF_ISA_AVX512)
-        wino_input_avx512(b->g, b->in, b->tiles_x, b->t0, b->nt, b->ci0, b->ci1, b->v);
-    else if (isa == CONVF_ISA_AVX2)
-        wino_input_avx2(b->g, b->in, b->tiles_x, b->t0, b->nt, b->ci0, b->ci1, b->v);
-    else
-#endif
-        input_block_generic(b);
-}
-
-static void output_block(convf_isa isa, const out_block *b)
-{
-#if defined(__x86_64__) || defined(__i386__)
-    if (isa == CONVF_ISA_AVX512)
-        wino_output_avx512(b->g, b->m, b->tiles_x, b->t0, b->nt, b->co0, b->n_co,
-                           b->bias, b->act, b->alpha, b->out);
-    else if (isa == CONVF_ISA_AVX2)
-        wino_output_avx2(b->g, b->m, b->tiles_x, b->t0, b->nt, b->co0, b->n_co, b->bias, b->act,
-                         b->alpha, b->out);
-    else
-#endif
-        output_block_generic(b);
+    const out_block b = {g, bias, act, alpha, apply_activation, out, tiles_x, t0, nt, co0, n_co,
+                         m};
+    output_block_body(&b);
 }
 
 /* ---- the driver ------------------------------------------------------------------------ */
@@ -351,8 +333,7 @@ typedef struct {
     yolo_activation act;
     float alpha;
     float *out;
-    convf_kernel kernel;
-    convf_isa isa;
+    const yolo_kernels *k;
     float *scratch;
     size_t scratch_per_thread;
     float *shared; /* all blocks' V, transformed beforehand; NULL: per item */
@@ -369,8 +350,7 @@ static void run_item(const wino_job *j, int blk, int q0, int q1, float *v, float
     if (j->shared) {
         v = j->shared + (size_t)blk * WG_XI * CONVF_NR * (size_t)g->c_in;
     } else {
-        in_block ib = {g, j->in, j->tiles_x, t0, nt, 0, g->c_in, v};
-        input_block(j->isa, &ib);
+        j->k->wino_input(g, j->in, j->tiles_x, t0, nt, 0, g->c_in, v);
     }
     const size_t span = convf_packed_span(g->c_out, (size_t)g->c_in);
     convf_tile t;
@@ -388,13 +368,12 @@ static void run_item(const wino_job *j, int blk, int q0, int q1, float *v, float
             t.m_valid = CONVF_MR; /* padded rows of U are zero */
             t.a = j->packed + (size_t)xi * span + (size_t)q * CONVF_MR * (size_t)g->c_in;
             t.c = m + ((size_t)(q - q0) * CONVF_MR * WG_XI + (size_t)xi) * CONVF_NR;
-            j->kernel(&t);
+            j->k->gemm(&t);
         }
     }
     int co0 = q0 * CONVF_MR, co1 = q1 * CONVF_MR < g->c_out ? q1 * CONVF_MR : g->c_out;
-    out_block ob = {g,         j->bias, j->act, j->alpha, j->isa, j->out, j->tiles_x, t0, nt,
-                    co0,       co1 - co0, m};
-    output_block(j->isa, &ob);
+    j->k->wino_output(g, m, j->tiles_x, t0, nt, co0, co1 - co0, j->bias, j->act, j->alpha,
+                      j->out);
 }
 
 /* About WINO_ITEMS_PER_THREAD items per thread: blocks, and ranges of
@@ -420,9 +399,8 @@ static void transform_range(void *arg, size_t begin, size_t end, int tid)
         int ci1 = (size_t)(c_in - ci0) < end - i ? c_in : ci0 + (int)(end - i);
         int t0 = blk * CONVF_NR;
         int nt = j->n_tiles - t0 < CONVF_NR ? j->n_tiles - t0 : CONVF_NR;
-        in_block ib = {j->g, j->in, j->tiles_x, t0, nt, ci0, ci1,
-                       j->shared + (size_t)blk * WG_XI * CONVF_NR * (size_t)c_in};
-        input_block(j->isa, &ib);
+        j->k->wino_input(j->g, j->in, j->tiles_x, t0, nt, ci0, ci1,
+                         j->shared + (size_t)blk * WG_XI * CONVF_NR * (size_t)c_in);
         i += (size_t)(ci1 - ci0);
     }
 }
@@ -460,7 +438,7 @@ static void wino_worker(void *arg, int tid, int nthreads)
 }
 
 void wino_conv2d(const conv_geom *g, const float *in, const float *packed, const float *bias,
-                 yolo_activation act, float alpha, float *out, convf_kernel kernel, convf_isa isa,
+                 yolo_activation act, float alpha, float *out, const yolo_kernels *k,
                  yolo_pool *pool, float *scratch, size_t scratch_per_thread, float *shared)
 {
     wino_job j;
@@ -471,8 +449,7 @@ void wino_conv2d(const conv_geom *g, const float *in, const float *packed, const
     j.act = act;
     j.alpha = alpha;
     j.out = out;
-    j.kernel = kernel;
-    j.isa = isa;
+    j.k = k;
     j.scratch = scratch;
     j.scratch_per_thread = scratch_per_thread;
     j.tiles_x = (g->ow + WG_OUT - 1) / WG_OUT;
