@@ -204,9 +204,12 @@ typedef enum {
                                  * activation fused, the ctx's own thread pool */
 } yolo_backend;
 
-/* Instruction sets the FAST backend has kernels for. GENERIC is portable C
- * compiled for the build's baseline (x86-64-v2 with the default flags).
- * NEON is reserved for ARM64: on x86 it is an ISA the CPU lacks. */
+/* Instruction sets the FAST backend has kernels for. AUTO picks at
+ * yolo_ctx_create: the environment variable YOLO_ISA when it is set (avx512,
+ * avx2, generic, neon or auto; read once per process), otherwise the widest
+ * ISA of this CPU. GENERIC is portable C compiled for the build's baseline
+ * (x86-64-v2 with the default flags). NEON is reserved for ARM64: on x86 it is
+ * an ISA the CPU lacks. */
 typedef enum {
     YOLO_ISA_AUTO = 0,
     YOLO_ISA_GENERIC,
@@ -215,9 +218,14 @@ typedef enum {
     YOLO_ISA_NEON
 } yolo_isa;
 
-/* "auto", "generic", "avx2", "avx512", "neon"; "?" for a value outside the
- * enum. Never NULL. */
+/* "auto", "generic", "avx2", "avx512", "neon" (the YOLO_ISA spellings); "?"
+ * for a value outside the enum. Never NULL. */
 const char *yolo_isa_name(yolo_isa isa);
+/* The ISA of a name as yolo_isa_name spells it (any case). */
+yolo_status yolo_isa_from_name(const char *name, yolo_isa *out);
+/* *yes = 1 if a ctx may be forced to this ISA here: the CPU has it and
+ * libyolo has kernels for it. AUTO always gives 1. */
+yolo_status yolo_isa_supported(yolo_isa isa, int *yes);
 
 typedef struct {
     /* Threads for this ctx's runs. FAST: the ctx's own pool, 0 = one per
@@ -236,6 +244,12 @@ typedef struct {
      * as long (yolov7 and yolov7-tiny at 640x640). 0 (default): Winograd
      * F(4x4,3x3) where it pays. */
     int no_winograd;
+    /* The ISA of the FAST backend's kernels (default AUTO, see yolo_isa).
+     * An ISA this CPU lacks, or a YOLO_ISA value that names none, makes
+     * yolo_ctx_create fail with YOLO_ERR_UNSUPPORTED. GEMM and REFERENCE
+     * check it the same way but have no ISA-specific code of their own
+     * (GEMM's sgemm is OpenBLAS's, which picks its kernels itself). */
+    yolo_isa isa;
 } yolo_ctx_params;
 
 yolo_ctx_params yolo_ctx_default_params(void);
@@ -248,6 +262,10 @@ void yolo_ctx_free(yolo_ctx *ctx);
 /* Threads this ctx's forward passes use: the FAST backend's own pool, the
  * OpenBLAS thread count for GEMM, 1 for REFERENCE. */
 yolo_status yolo_ctx_threads(const yolo_ctx *ctx, int *threads);
+
+/* The ISA this ctx's FAST kernels run (never AUTO). GEMM and REFERENCE
+ * give YOLO_ISA_GENERIC: their own loops are portable C. */
+yolo_status yolo_ctx_isa(const yolo_ctx *ctx, yolo_isa *out);
 
 /* Plans activation memory for one input shape (done by yolo_forward when the
  * shape changes; call it ahead to keep allocation out of timed runs). */

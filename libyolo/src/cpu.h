@@ -31,6 +31,13 @@ int cpu_has(unsigned features);
 int cpu_has_isa(yolo_isa isa);
 /* The widest ISA whose kernels run here (generic at least). */
 yolo_isa cpu_best_isa(void);
+/* The ISA a new ctx runs for `want` (yolo_ctx_params.isa): AUTO is the
+ * YOLO_ISA environment variable when set (read once per process), else
+ * cpu_best_isa(). Fails with YOLO_ERR_UNSUPPORTED and a message for
+ * yolo_ctx_create naming the ISA (and the variable) when this CPU lacks it
+ * or the variable names none; YOLO_ERR_INVALID_ARG for a value outside
+ * the enum. */
+yolo_status cpu_choose_isa(yolo_isa want, yolo_isa *out);
 
 /* Test hook: features in `hidden` are reported absent from now on, as if
  * the CPU lacked them (0 shows all again). Not for production use: kernels

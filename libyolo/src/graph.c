@@ -27,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cpu.h"
 #include "graph.h"
 
 /* OpenBLAS's own entry points; declared here to avoid including cblas.h. */
@@ -152,6 +153,7 @@ yolo_ctx_params yolo_ctx_default_params(void)
     p.backend = YOLO_BACKEND_FAST;
     p.on_layer = NULL;
     p.user = NULL;
+    p.isa = YOLO_ISA_AUTO;
     return p;
 }
 
@@ -171,6 +173,11 @@ yolo_status yolo_ctx_create(const yolo_model *model, const yolo_ctx_params *para
         p.backend != YOLO_BACKEND_FAST)
         return yolo_fail(YOLO_ERR_INVALID_ARG, "yolo_ctx_create: unknown backend %d",
                          (int)p.backend);
+    /* Every backend: a wrong ISA or YOLO_ISA is an error wherever it is set. */
+    yolo_isa isa;
+    yolo_status st = cpu_choose_isa(p.isa, &isa);
+    if (st != YOLO_OK)
+        return st;
     yolo_ctx *c = calloc(1, sizeof *c);
     size_t n = (size_t)model->n_layers;
     if (c) {
@@ -191,7 +198,7 @@ yolo_status yolo_ctx_create(const yolo_model *model, const yolo_ctx_params *para
     c->concat_in_place = 1;
     c->winograd_off = p.no_winograd != 0;
     if (p.backend == YOLO_BACKEND_FAST) {
-        yolo_status st = graph_fast_setup(c);
+        st = graph_fast_setup(c, isa);
         if (st != YOLO_OK) {
             yolo_ctx_free(c);
             return st;
@@ -503,6 +510,15 @@ yolo_status yolo_ctx_threads(const yolo_ctx *ctx, int *threads)
     default:
         *threads = 1;
     }
+    return YOLO_OK;
+}
+
+yolo_status yolo_ctx_isa(const yolo_ctx *ctx, yolo_isa *out)
+{
+    yolo_clear_error();
+    if (!ctx || !out)
+        return yolo_fail(YOLO_ERR_INVALID_ARG, "yolo_ctx_isa: NULL argument");
+    *out = ctx->kernels ? ctx->kernels->isa : YOLO_ISA_GENERIC;
     return YOLO_OK;
 }
 

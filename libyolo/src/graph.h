@@ -122,8 +122,9 @@ int graph_ensure_buffer(float **buf, size_t *cap, size_t bytes);
  * and its lock: made by the loader, freed by yolo_model_free. */
 yolo_status graph_fast_model_init(yolo_model *m);
 void graph_fast_model_free(yolo_model *m);
-/* FAST: thread pool, kernel table, per-thread scratch, packed weights. */
-yolo_status graph_fast_setup(yolo_ctx *c);
+/* FAST: thread pool, the kernel table of isa (cpu_choose_isa's), per-thread
+ * scratch, packed weights. */
+yolo_status graph_fast_setup(yolo_ctx *c, yolo_isa isa);
 /* FAST: picks the layers Winograd runs for this input shape, packs their
  * weights (once), sizes their scratch. */
 yolo_status graph_fast_plan(yolo_ctx *ctx, yolo_shape input);

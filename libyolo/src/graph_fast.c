@@ -22,7 +22,6 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include "cpu.h"
 #include "graph.h"
 
 /* The Conv layer's im2col depth Cin*k*k, from its validated weight tensor. */
@@ -207,7 +206,7 @@ static int online_cpus(void)
     return n < 1 ? 1 : n > MAX_THREADS ? MAX_THREADS : (int)n;
 }
 
-yolo_status graph_fast_setup(yolo_ctx *c)
+yolo_status graph_fast_setup(yolo_ctx *c, yolo_isa isa)
 {
     int threads = c->params.threads > 0 ? c->params.threads : online_cpus();
     if (threads > MAX_THREADS)
@@ -215,7 +214,10 @@ yolo_status graph_fast_setup(yolo_ctx *c)
     yolo_status st = tpool_create(threads, &c->pool);
     if (st != YOLO_OK)
         return st;
-    c->kernels = kernels_for(cpu_best_isa());
+    c->kernels = kernels_for(isa);
+    if (!c->kernels)
+        return yolo_fail(YOLO_ERR_INTERNAL, "yolo_ctx_create: no kernels for ISA %s",
+                         yolo_isa_name(isa));
     size_t bytes = (size_t)tpool_threads(c->pool) * convf_thread_scratch_floats() * sizeof(float);
     if (bytes > (size_t)MAX_THREADS * convf_thread_scratch_floats() * sizeof(float))
         return yolo_fail(YOLO_ERR_INTERNAL, "yolo_ctx_create: bad thread count");
