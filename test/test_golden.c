@@ -24,12 +24,18 @@
  *           tails), only detections whose conf exceeds the last one's by
  *           more than the conf tolerance are matched, both ways.
  * YOLO_GOLDEN_DIR and YOLO_WEIGHTS_DIR override test/golden and weights.
+ *
+ * The FAST backend runs on every ISA this CPU has: first on the one a user
+ * gets (AUTO), with every test; then forced to each other ISA, with the
+ * comparisons that depend on the forward pass. Each group names its ISA; an
+ * ISA the CPU lacks is reported as not run.
  */
 #include "testutil.h"
 
 #include <dirent.h>
 #include <time.h>
 
+#include "cpu.h"
 #include "yolo.h"
 
 #define MAX_CASES 32
@@ -98,7 +104,11 @@ typedef struct {
     golden_case cases[MAX_CASES];
     int n_cases;
     char error[512];
+    yolo_isa isa; /* of the FAST contexts */
 } golden_set;
+
+/* The ISA of the group being run (cmocka's setup takes no argument). */
+static yolo_isa group_isa = YOLO_ISA_AUTO;
 
 /* snprintf that may truncate (paths and messages here are far below the
  * buffer sizes; gcc cannot know that and would warn on every call). */
@@ -323,12 +333,13 @@ static int letterbox_case(golden_case *c)
     return st == YOLO_OK ? 0 : -1;
 }
 
-static void run_case(golden_case *c)
+static void run_case(golden_case *c, yolo_isa isa)
 {
     if (c->error[0] || letterbox_case(c) != 0)
         return;
     yolo_ctx_params cp = yolo_ctx_default_params();
     cp.keep_layer_outputs = 1;
+    cp.isa = isa;
     yolo_ctx *ctx = NULL;
     size_t n_in = 3 * (size_t)c->lb.width * (size_t)c->lb.height;
     const float *pred;
@@ -361,6 +372,7 @@ static int setup(void **state)
     if (!g)
         return -1;
     *state = g;
+    g->isa = group_isa;
     const char *dir = env_or("YOLO_GOLDEN_DIR", "test/golden");
     struct dirent **list;
     int n = scandir(dir, &list, is_dir_entry, alphasort);
@@ -383,7 +395,7 @@ static int setup(void **state)
     if (n >= 0)
         free(list);
     for (int i = 0; i < g->n_cases; i++)
-        run_case(&g->cases[i]);
+        run_case(&g->cases[i], g->isa);
     return 0;
 }
 
@@ -715,8 +727,10 @@ static void test_detect_pipeline_equals_parts(void **state)
         fail();
     yolo_image img;
     yolo_ctx *ctx;
+    yolo_ctx_params cp = yolo_ctx_default_params();
+    cp.isa = g->isa;
     assert_int_equal(yolo_image_load(c->image, &img), YOLO_OK);
-    assert_int_equal(yolo_ctx_create(c->ymodel, NULL, &ctx), YOLO_OK);
+    assert_int_equal(yolo_ctx_create(c->ymodel, &cp, &ctx), YOLO_OK);
     yolo_detect_params p = yolo_detect_default_params();
     p.letterbox.img_size = c->img_size;
     p.letterbox.auto_pad = c->auto_pad;
@@ -785,7 +799,7 @@ static void test_reference_backend(void **state)
 
 int main(void)
 {
-    const struct CMUnitTest tests[] = {
+    const struct CMUnitTest all[] = {
         cmocka_unit_test(test_checkpoints_match_goldens),
         cmocka_unit_test(test_inputs_bit_exact),
         cmocka_unit_test(test_layers_match_reference),
@@ -794,5 +808,36 @@ int main(void)
         cmocka_unit_test(test_detect_pipeline_equals_parts),
         cmocka_unit_test(test_reference_backend),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    const struct CMUnitTest forward[] = {
+        cmocka_unit_test(test_layers_match_reference),
+        cmocka_unit_test(test_predictions_match_reference),
+        cmocka_unit_test(test_detections_match_reference),
+        cmocka_unit_test(test_detect_pipeline_equals_parts),
+    };
+    /* What AUTO resolves to here (YOLO_ISA included); if it cannot, the
+     * first group's cases fail with the library's message. */
+    yolo_isa auto_isa = YOLO_ISA_AUTO;
+    if (cpu_choose_isa(YOLO_ISA_AUTO, &auto_isa) != YOLO_OK)
+        auto_isa = YOLO_ISA_AUTO;
+    char name[96];
+    snprintf(name, sizeof name, "goldens, FAST on %s (auto)", yolo_isa_name(auto_isa));
+    print_message("== %s\n", name);
+    int failed = cmocka_run_group_tests_name(name, all, setup, teardown);
+    static const yolo_isa isas[] = {YOLO_ISA_AVX512, YOLO_ISA_AVX2, YOLO_ISA_NEON,
+                                    YOLO_ISA_GENERIC};
+    for (size_t i = 0; i < sizeof isas / sizeof *isas; i++) {
+        int yes = 0;
+        if (isas[i] == auto_isa)
+            continue;
+        if (yolo_isa_supported(isas[i], &yes) != YOLO_OK || !yes) {
+            print_message("== goldens, FAST on %s: not run, this CPU lacks it\n",
+                          yolo_isa_name(isas[i]));
+            continue;
+        }
+        group_isa = isas[i];
+        snprintf(name, sizeof name, "goldens, FAST on %s (forced)", yolo_isa_name(isas[i]));
+        print_message("== %s\n", name);
+        failed += cmocka_run_group_tests_name(name, forward, setup, teardown);
+    }
+    return failed;
 }
