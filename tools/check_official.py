@@ -30,8 +30,13 @@ w/2 moves by at most 1.5x the box error; conf = obj*cls by at most
 err(obj) + err(cls); boxes in original pixels are net boxes divided by the
 letterbox gain.
 
+The FAST backend is checked once per ISA this machine runs (yolo-dump
+--list-isas; --isas narrows it), GEMM once. Every row names the pass
+(fast/avx512, fast/avx2, ..., gemm); an ISA the CPU lacks is reported as
+not run.
+
 Needs numpy only. Usage:
-  tools/check_official.py --shared ../shared --build build
+  tools/check_official.py --shared DIR --build build
 Prints a table per model/case and a final "N passed, N failed" line; exits 1
 if anything failed.
 """
@@ -46,6 +51,7 @@ import numpy as np
 
 HEADROOM = 4.0
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ISAS = ["avx512", "avx2", "neon", "generic"]  # yolo_isa names, widest first
 SETTINGS = [  # fixture key, dump flags, compare only what is above the tail
     ("0.25", ["--conf", "0.25", "--iou", "0.45"], False),
     ("0.001", ["--conf", "0.001", "--iou", "0.65"], True),
@@ -57,11 +63,13 @@ class Tally:
     def __init__(self):
         self.passed = 0
         self.failed = 0
+        self.label = ""  # the pass: backend, and the ISA for fast
 
     def row(self, model, case, check, ok, detail):
         self.passed += ok
         self.failed += not ok
-        print(f"  {model:22s} {case:16s} {check:22s} {'ok  ' if ok else 'FAIL'}  {detail}")
+        print(f"  {self.label:12s} {model:22s} {case:16s} {check:22s} {'ok  ' if ok else 'FAIL'}"
+              f"  {detail}")
 
 
 def margins(model_entry):
@@ -79,11 +87,12 @@ def margins(model_entry):
 
 
 BACKEND = "fast"  # library backend yolo-dump runs; main() sets it per pass
+ISA = "auto"      # and the ISA of its FAST kernels
 
 
 def run_dump(build, model_bin, image, case, extra):
     cmd = [os.path.join(build, "yolo-dump"), model_bin, image, "--img-size", "640",
-           "--backend", BACKEND]
+           "--backend", BACKEND, "--isa", ISA]
     if not case["letterbox_auto"]:
         cmd.append("--no-auto")
     res = subprocess.run(cmd + extra, capture_output=True, text=True)
@@ -241,6 +250,9 @@ def main():
     ap.add_argument("--model", action="append", help="only these models (repeatable)")
     ap.add_argument("--backends", default="fast,gemm",
                     help="library backends to check, comma-separated (default fast,gemm)")
+    ap.add_argument("--isas", default="all",
+                    help="ISAs of the fast backend, comma-separated (default: every one this "
+                    "machine runs)")
     args = ap.parse_args()
     manifest_path = os.path.join(args.shared, "fixtures", "manifest.json")
     try:
@@ -252,14 +264,25 @@ def main():
         print(f"check_official: {args.build}/yolo-dump not built (make {args.build}/yolo-dump)",
               file=sys.stderr)
         return 1
-    global BACKEND
+    runs = subprocess.run([os.path.join(args.build, "yolo-dump"), "--list-isas"],
+                          capture_output=True, text=True).stdout.split()
+    wanted = ISAS if args.isas == "all" else args.isas.split(",")
+    global BACKEND, ISA
     tally = Tally()
     for BACKEND in args.backends.split(","):
-        print(f"==== backend {BACKEND}")
-        for name, entry in manifest["models"].items():
-            if args.model and name not in args.model:
+        for ISA in wanted if BACKEND == "fast" else ["auto"]:
+            tally.label = BACKEND + ("/" + ISA if BACKEND == "fast" else "")
+            if BACKEND == "fast" and ISA not in runs:
+                why = f"not run, this CPU lacks it (it runs {', '.join(runs) or 'none'})"
+                print(f"==== backend {tally.label}: {why}")
+                if args.isas != "all":  # asked for by name: a failure
+                    tally.row("-", "-", "isa", False, why)
                 continue
-            check_model(tally, args.shared, args.build, name, entry)
+            print(f"==== backend {tally.label}")
+            for name, entry in manifest["models"].items():
+                if args.model and name not in args.model:
+                    continue
+                check_model(tally, args.shared, args.build, name, entry)
     print(f"{tally.passed} passed, {tally.failed} failed")
     return 1 if tally.failed or tally.passed == 0 else 0
 

@@ -6,9 +6,13 @@
  *
  *   yolo-dump MODEL.bin IMAGE [--img-size N] [--no-auto] [--conf C] [--iou I]
  *             [--multi-label] [--agnostic] [--max-det N] [--threads T]
- *             [--backend fast|gemm|reference] [--input-out F.npy] [--pred-out F.npy]
- *             [--det-out F.json] [--layers-out F.npy] [--pred-in F.npy]
+ *             [--backend fast|gemm|reference] [--isa NAME] [--input-out F.npy]
+ *             [--pred-out F.npy] [--det-out F.json] [--layers-out F.npy] [--pred-in F.npy]
+ *   yolo-dump --list-isas
  *
+ * --isa         yolo_ctx_params.isa: auto (default), avx512, avx2, generic, neon
+ * --list-isas   prints the ISAs a ctx may be forced to on this machine, one a
+ *               line, widest first (tools/check_official.py runs each)
  * --input-out   uint8 [3,H,W] RGB letterboxed input
  * --pred-out    float32 [rows, cols] raw predictions
  * --det-out     JSON list {x1,y1,x2,y2 (original image), conf, cls, net_xyxy}
@@ -38,6 +42,7 @@ typedef struct {
     const char *input_out, *pred_out, *det_out, *layers_out, *pred_in;
     int img_size, no_auto, threads;
     yolo_backend backend;
+    yolo_isa isa;
     yolo_detect_params dp;
 } options;
 
@@ -74,8 +79,10 @@ static void usage(void)
     fputs("usage: yolo-dump MODEL.bin IMAGE [--img-size N] [--no-auto] [--conf C] [--iou I]\n"
           "                 [--multi-label] [--agnostic] [--max-det N] [--threads T]\n"
           "                 [--backend fast|gemm|reference]  (default: the library's, fast)\n"
+          "                 [--isa auto|avx512|avx2|generic|neon]  (default auto)\n"
           "                 [--input-out F.npy] [--pred-out F.npy] [--det-out F.json]\n"
-          "                 [--layers-out F.npy] [--pred-in F.npy]\n",
+          "                 [--layers-out F.npy] [--pred-in F.npy]\n"
+          "       yolo-dump --list-isas\n",
           stderr);
 }
 
@@ -101,6 +108,8 @@ static int parse_valued(options *o, const char *flag, const char *val)
             *paths[i] = val;
             return 0;
         }
+    if (strcmp(flag, "--isa") == 0)
+        return yolo_isa_from_name(val, &o->isa) == YOLO_OK ? 0 : fail("%s", yolo_last_error());
     double v;
     if (strcmp(flag, "--img-size") == 0)
         return parse_number(flag, val, 32, 16384, &v) ? 1 : (o->img_size = (int)v, 0);
@@ -331,6 +340,7 @@ static int forward(const options *o, run_state *s)
     yolo_ctx_params cp = yolo_ctx_default_params();
     cp.threads = o->threads;
     cp.backend = o->backend;
+    cp.isa = o->isa;
     cp.keep_layer_outputs = o->layers_out != NULL;
     yolo_status st = yolo_ctx_create(s->model, &cp, &s->ctx);
     if (st != YOLO_OK)
@@ -396,8 +406,23 @@ static void cleanup(run_state *s)
     yolo_model_free(s->model);
 }
 
+/* The ISAs a ctx may be forced to here, widest first. */
+static int list_isas(void)
+{
+    static const yolo_isa isas[] = {YOLO_ISA_AVX512, YOLO_ISA_AVX2, YOLO_ISA_NEON,
+                                    YOLO_ISA_GENERIC};
+    for (size_t i = 0; i < sizeof isas / sizeof *isas; i++) {
+        int yes = 0;
+        if (yolo_isa_supported(isas[i], &yes) == YOLO_OK && yes)
+            printf("%s\n", yolo_isa_name(isas[i]));
+    }
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
+    if (argc == 2 && strcmp(argv[1], "--list-isas") == 0)
+        return list_isas();
     options o;
     if (parse_args(argc, argv, &o))
         return 1;
