@@ -127,8 +127,10 @@ typedef struct {
     int nphases;
 
     sysinfo sys;
-    double fma_peak, fma_peak_1;
-    char fma_isa[32];
+    yolo_isa isa;         /* the library's kernels (yolo_ctx_isa) */
+    const char *isa_by;   /* who chose it: "--isa", "YOLO_ISA" or "cpu" (the best it has) */
+    double fma_peak, fma_peak_1; /* of isa */
+    char fma_isa[32];     /* the peak loop's name */
     hw_counters hw;
 
     size_t skipped;

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "writers.h"
+#include "yolo.h"
 
 typedef enum { K_FLAG, K_INT, K_DOUBLE, K_STR } opt_kind;
 
@@ -50,6 +51,9 @@ static const opt_def OPTS[] = {
     {"no-winograd", K_FLAG, OFF(no_winograd), 0, 1, NULL,
      "direct convolutions only (FAST backend): 4x less memory for the 3x3 layers' packed "
      "weights, slower"},
+    {"isa", K_STR, OFF(isa), 0, 0, "NAME",
+     "ISA of the library's kernels: avx512, avx2, generic, neon or auto (auto: $YOLO_ISA if "
+     "set, else the CPU's best); one the CPU lacks is an error"},
     {"pin", K_STR, OFF(pin), 0, 0, "CPUS", "pin every thread to these CPUs, e.g. 0,2-3"},
     {"run-dir", K_STR, OFF(run_dir), 0, 0, "DIR", "run folder (default outputs/<run_id>)"},
     {"config", K_STR, OFF(config), 0, 0, "FILE", "suite file of `key = value` lines"},
@@ -175,6 +179,12 @@ static int set_string(const opt_def *d, char **field, const char *value, char *e
         int n;
         if (opts_parse_cpulist(value, mask, OPT_MAX_CPUS, &n, err, err_size) != 0)
             return -1;
+    }
+    yolo_isa isa;
+    if (strcmp(d->name, "isa") == 0 && yolo_isa_from_name(value, &isa) != YOLO_OK) {
+        set_err(err, err_size, "option isa: '%s' is not an ISA (avx512, avx2, generic, neon, auto)",
+                value);
+        return -1;
     }
     char *copy = strdup(value);
     if (!copy) {
@@ -437,7 +447,7 @@ void opts_usage(FILE *f)
         fprintf(f, "  %-22s %s%s\n", left, OPTS[i].help, def);
     }
     fprintf(f, "\nenvironment: BENCH_POWERCAP_ROOT (powercap folder), BENCH_PERF_POWER_PMU\n"
-               "(perf power PMU folder)\n"
+               "(perf power PMU folder), YOLO_ISA (the library's ISA when --isa is auto)\n"
                "exit status: 0 ok; 1 error; 2 finished but some images were skipped;\n"
                "64 invalid options; 130/143 interrupted by SIGINT/SIGTERM (run marked\n"
                "incomplete).\n");

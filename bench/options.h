@@ -26,6 +26,7 @@ typedef struct {
     int layer_timing;     /* 1: also make passes with the layer callback */
     int threads;          /* 0 = leave the BLAS default */
     int no_winograd;      /* 1: yolo_ctx_params.no_winograd (direct convolutions only) */
+    char *isa;            /* yolo_ctx_params.isa by name; NULL = auto */
     char *pin;            /* CPU list, e.g. "0,2-3"; NULL = no pinning */
     char *run_dir;        /* NULL = outputs/<run_id> */
     char *config;

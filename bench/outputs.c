@@ -250,6 +250,8 @@ int outputs_write_run_json(bench_run *r, int completed)
     jw_kstr(&j, "end_utc", r->end_iso[0] ? r->end_iso : NULL);
     write_options(&j, r->o);
     jw_kint(&j, "img_size_used", r->img_size);
+    jw_kstr(&j, "isa", yolo_isa_name(r->isa));
+    jw_kstr(&j, "isa_chosen_by", r->isa_by);
     write_model_json(&j, r);
     write_images_json(&j, r);
     write_machine_json(&j, r);
@@ -691,6 +693,7 @@ static int write_summary(bench_run *r, const bench_summary *s)
     jw_kint(&j, "img_size", r->img_size);
     jw_kint(&j, "batch", r->o->batch);
     jw_kint(&j, "threads_used", r->threads_used);
+    jw_kstr(&j, "isa", yolo_isa_name(r->isa));
     jw_kint(&j, "warmup_passes", s->passes[PASS_WARMUP]);
     jw_kint(&j, "timed_passes", s->passes[PASS_TIMED]);
     jw_kint(&j, "layer_timed_passes", s->passes[PASS_LAYERS]);

@@ -117,8 +117,8 @@ static void print_speed(const bench_run *r, const bench_summary *s, FILE *f)
     fmt_num(c, sizeof c, s->fraction_of_fma_peak * 100, "%.1f%%");
     fmt_num(d, sizeof d, s->gflop_per_image, "%.2f");
     fprintf(f, "FLOPs: %s GFLOP/image, achieved %s GFLOP/s in forward, FMA peak %s GFLOP/s "
-               "(%s, %d threads) -> %s of peak%s\n",
-            d, a, b, r->fma_isa, r->threads_used, c,
+               "(%s, the peak of isa %s, %d threads) -> %s of peak%s\n",
+            d, a, b, r->fma_isa, yolo_isa_name(r->isa), r->threads_used, c,
             s->fraction_of_fma_peak > 1.0
                 ? " (FLOPs counted as direct convolution; Winograd layers do fewer)"
                 : "");
@@ -168,9 +168,10 @@ void report_print(bench_run *r, FILE *f)
 {
     bench_summary s;
     bench_summarize(r, &s);
-    fprintf(f, "\n== bench/run: %s (sha256 %.12s...) img-size %d batch %d threads %d\n",
+    fprintf(f, "\n== bench/run: %s (sha256 %.12s...) img-size %d batch %d threads %d isa %s "
+               "(chosen by %s)\n",
             r->info.name ? r->info.name : "?", r->model_sha, r->img_size, r->o->batch,
-            r->threads_used);
+            r->threads_used, yolo_isa_name(r->isa), r->isa_by ? r->isa_by : "?");
     if (r->interrupted)
         fprintf(f, "   INTERRUPTED (signal %d): figures cover the completed batches only\n",
                 r->interrupted);

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -632,6 +633,16 @@ static int open_streams(bench_run *r)
     return rc;
 }
 
+/* Who chose the ISA of a ctx made with params.isa = asked (yolo.h): the
+ * option, else the library's YOLO_ISA, else the CPU (its best). */
+static const char *isa_chooser(yolo_isa asked)
+{
+    const char *env = getenv("YOLO_ISA");
+    if (asked != YOLO_ISA_AUTO)
+        return "--isa";
+    return env && *env && strcasecmp(env, "auto") != 0 ? "YOLO_ISA" : "cpu";
+}
+
 /* Loads the model and checks the options that depend on it. Returns an
  * exit status, EXIT_OK to go on. */
 static int load_model(bench_run *r)
@@ -660,10 +671,14 @@ static int load_model(bench_run *r)
     yolo_ctx_params cp = yolo_ctx_default_params();
     cp.threads = o->threads;
     cp.no_winograd = o->no_winograd;
-    if (yolo_ctx_create(r->model, &cp, &r->ctx) != YOLO_OK) {
+    if (o->isa)
+        (void)yolo_isa_from_name(o->isa, &cp.isa); /* checked with the options */
+    if (yolo_ctx_create(r->model, &cp, &r->ctx) != YOLO_OK ||
+        yolo_ctx_isa(r->ctx, &r->isa) != YOLO_OK) {
         snprintf(r->err, sizeof r->err, "cannot create context: %s", yolo_last_error());
         return EXIT_ERROR;
     }
+    r->isa_by = isa_chooser(cp.isa);
     if (yolo_ctx_plan(r->ctx, 1, r->img_size, r->img_size) == YOLO_OK &&
         yolo_ctx_memory_info(r->ctx, &r->ctxmem) == YOLO_OK)
         r->model_gflops_img_size = (double)r->ctxmem.flops / 1e9;
@@ -852,7 +867,8 @@ static int make_raw_dir(bench_run *r)
 }
 
 /* The machine: its description, the threads the run uses and its FMA peak
- * (measured after pinning, on the CPUs the run may use). */
+ * for the ISA the library runs (measured after pinning, on the CPUs the run
+ * may use). */
 static void measure_machine(bench_run *r)
 {
     sysinfo_collect(&r->sys);
@@ -861,8 +877,9 @@ static void measure_machine(bench_run *r)
         r->threads_used = r->o->threads > 0 ? r->o->threads : r->sys.cpus_allowed;
     if (r->threads_used < 1)
         r->threads_used = 1;
-    r->fma_peak = fma_peak_gflops(r->threads_used, 0.1, r->fma_isa, sizeof r->fma_isa);
-    r->fma_peak_1 = r->threads_used == 1 ? r->fma_peak : fma_peak_gflops(1, 0.1, NULL, 0);
+    r->fma_peak = fma_peak_gflops(r->isa, r->threads_used, 0.1, r->fma_isa, sizeof r->fma_isa);
+    r->fma_peak_1 =
+        r->threads_used == 1 ? r->fma_peak : fma_peak_gflops(r->isa, 1, 0.1, NULL, 0);
     hw_counters_open(&r->hw);
 }
 

@@ -141,14 +141,14 @@ void sysinfo_collect(sysinfo *s)
     x8 = FMA(x8, a, b); x9 = FMA(x9, a, b); x10 = FMA(x10, a, b); x11 = FMA(x11, a, b)
 #define FMA_SUM(ADD) \
     ADD(ADD(ADD(ADD(x0, x1), ADD(x2, x3)), ADD(ADD(x4, x5), ADD(x6, x7))), ADD(ADD(x8, x9), ADD(x10, x11)))
+#define FMA_DECL(T, SET)                                                              \
+    T x0 = SET(0), x1 = SET(1), x2 = SET(2), x3 = SET(3), x4 = SET(4), x5 = SET(5),  \
+      x6 = SET(6), x7 = SET(7), x8 = SET(8), x9 = SET(9), x10 = SET(10), x11 = SET(11)
 
 __attribute__((target("avx512f"))) static float fma_loop_avx512(long iters)
 {
     __m512 a = _mm512_set1_ps(0.999999f), b = _mm512_set1_ps(1e-7f);
-    __m512 x0 = _mm512_set1_ps(0), x1 = _mm512_set1_ps(1), x2 = _mm512_set1_ps(2),
-           x3 = _mm512_set1_ps(3), x4 = _mm512_set1_ps(4), x5 = _mm512_set1_ps(5),
-           x6 = _mm512_set1_ps(6), x7 = _mm512_set1_ps(7), x8 = _mm512_set1_ps(8),
-           x9 = _mm512_set1_ps(9), x10 = _mm512_set1_ps(10), x11 = _mm512_set1_ps(11);
+    FMA_DECL(__m512, _mm512_set1_ps);
     for (long k = 0; k < iters; k++) {
         FMA_BODY(_mm512_fmadd_ps);
     }
@@ -158,10 +158,7 @@ __attribute__((target("avx512f"))) static float fma_loop_avx512(long iters)
 __attribute__((target("avx2,fma"))) static float fma_loop_avx2(long iters)
 {
     __m256 a = _mm256_set1_ps(0.999999f), b = _mm256_set1_ps(1e-7f);
-    __m256 x0 = _mm256_set1_ps(0), x1 = _mm256_set1_ps(1), x2 = _mm256_set1_ps(2),
-           x3 = _mm256_set1_ps(3), x4 = _mm256_set1_ps(4), x5 = _mm256_set1_ps(5),
-           x6 = _mm256_set1_ps(6), x7 = _mm256_set1_ps(7), x8 = _mm256_set1_ps(8),
-           x9 = _mm256_set1_ps(9), x10 = _mm256_set1_ps(10), x11 = _mm256_set1_ps(11);
+    FMA_DECL(__m256, _mm256_set1_ps);
     for (long k = 0; k < iters; k++) {
         FMA_BODY(_mm256_fmadd_ps);
     }
@@ -170,18 +167,20 @@ __attribute__((target("avx2,fma"))) static float fma_loop_avx2(long iters)
     return out[0] + out[1] + out[2] + out[3] + out[4] + out[5] + out[6] + out[7];
 }
 
-static float scalar_fma(float x, float a, float b) { return x * a + b; }
-static float scalar_add(float x, float y) { return x + y; }
+/* What generic code built for the x86-64 baseline can do at best: 4-lane
+ * SSE multiplies and adds (no FMA below x86-64-v3), two FLOPs a lane. */
+static __m128 sse_muladd(__m128 x, __m128 a, __m128 b) { return _mm_add_ps(_mm_mul_ps(x, a), b); }
 
-static float fma_loop_scalar(long iters)
+static float fma_loop_sse(long iters)
 {
-    float a = 0.999999f, b = 1e-7f;
-    float x0 = 0, x1 = 1, x2 = 2, x3 = 3, x4 = 4, x5 = 5, x6 = 6, x7 = 7, x8 = 8, x9 = 9,
-          x10 = 10, x11 = 11;
+    __m128 a = _mm_set1_ps(0.999999f), b = _mm_set1_ps(1e-7f);
+    FMA_DECL(__m128, _mm_set1_ps);
     for (long k = 0; k < iters; k++) {
-        FMA_BODY(scalar_fma);
+        FMA_BODY(sse_muladd);
     }
-    return FMA_SUM(scalar_add);
+    float out[4];
+    _mm_storeu_ps(out, FMA_SUM(_mm_add_ps));
+    return out[0] + out[1] + out[2] + out[3];
 }
 
 typedef struct {
@@ -199,7 +198,7 @@ static void *fma_thread(void *arg)
     else if (j->lanes == 8)
         r = fma_loop_avx2(j->iters);
     else
-        r = fma_loop_scalar(j->iters);
+        r = fma_loop_sse(j->iters);
     j->sink = r;
     return NULL;
 }
@@ -227,20 +226,20 @@ static double run_fma(int nthreads, int lanes, long iters)
     return dt > 0 ? flops / dt / 1e9 : 0;
 }
 
-double fma_peak_gflops(int nthreads, double seconds, char *isa, int isa_size)
+double fma_peak_gflops(yolo_isa isa, int nthreads, double seconds, char *name, int name_size)
 {
-    __builtin_cpu_init();
-    int lanes = 1;
-    const char *name = "scalar";
-    if (__builtin_cpu_supports("avx512f")) {
+    /* The library ran its kernels on isa, so the CPU has it. */
+    int lanes = 4;
+    const char *loop = "sse mul+add";
+    if (isa == YOLO_ISA_AVX512) {
         lanes = 16;
-        name = "avx512f";
-    } else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+        loop = "avx512f";
+    } else if (isa == YOLO_ISA_AVX2) {
         lanes = 8;
-        name = "avx2+fma";
+        loop = "avx2+fma";
     }
-    if (isa)
-        snprintf(isa, (size_t)isa_size, "%s", name);
+    if (name)
+        snprintf(name, (size_t)name_size, "%s", loop);
     if (nthreads < 1)
         nthreads = 1;
     /* Calibrate on one thread, then size the run to about `seconds`. */

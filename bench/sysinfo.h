@@ -1,12 +1,14 @@
 /*
  * The machine a run was made on (CPU, kernel, governor, BLAS, compiler),
- * this machine's measured FMA peak (a short built-in microbenchmark with
- * runtime ISA dispatch), and hardware counters through perf_event_open.
+ * this machine's measured FMA peak for the ISA a run's kernels use (a short
+ * built-in microbenchmark), and hardware counters through perf_event_open.
  */
 #ifndef BENCH_SYSINFO_H
 #define BENCH_SYSINFO_H
 
 #include <stdint.h>
+
+#include "yolo.h"
 
 typedef struct {
     char cpu_model[256];
@@ -19,14 +21,17 @@ typedef struct {
     int blas_threads;         /* -1 if not obtainable */
     char compiler[128];
     char compile_flags[512];  /* what the compiler predefined: opt level, ISA */
-    char isa[32];             /* widest FMA ISA the peak loop used */
 } sysinfo;
 
 void sysinfo_collect(sysinfo *s);
 
-/* Measured single-precision FMA peak in GFLOP/s with nthreads threads
- * running for about seconds; isa receives "avx512f", "avx2+fma" or "scalar". */
-double fma_peak_gflops(int nthreads, double seconds, char *isa, int isa_size);
+/* Measured single-precision FMA peak in GFLOP/s of code of the given ISA
+ * (the one the library's kernels run, yolo_ctx_isa: so a run forced to
+ * AVX2 on an AVX-512 machine is measured against the AVX2 peak), with
+ * nthreads threads running for about seconds. name receives the loop's:
+ * "avx512f" (16 lanes), "avx2+fma" (8) or "sse mul+add" (4: generic; the
+ * x86-64 baseline has no FMA). */
+double fma_peak_gflops(yolo_isa isa, int nthreads, double seconds, char *name, int name_size);
 
 /* Hardware counters of this process (cycles, instructions). */
 typedef struct {

@@ -67,6 +67,13 @@ elif what == "run":
     for k in ["cpu_model", "kernel", "compiler", "libyolo_version", "fma_peak_gflop_per_s"]:
         assert r["machine"][k], k
     assert r["start_utc"].endswith("Z") and r["end_utc"].endswith("Z")
+    assert r["isa"] in ("avx512", "avx2", "generic", "neon") and "isa" in r["options"], r["isa"]
+    assert r["isa_chosen_by"] in ("--isa", "YOLO_ISA", "cpu"), r["isa_chosen_by"]
+elif what == "isa":  # the run used the ISA asked for, chosen by whom, and that ISA's peak
+    r = load("run.json"); s = load("summary.json"); isa, by = sys.argv[4], sys.argv[5]
+    peak = {"avx512": "avx512f", "avx2": "avx2+fma", "generic": "sse mul+add"}[isa]
+    assert r["isa"] == s["isa"] == isa and r["isa_chosen_by"] == by, (r["isa"], r["isa_chosen_by"])
+    assert r["machine"]["fma_peak_isa"] == peak and r["machine"]["fma_peak_gflop_per_s"] > 0, r["machine"]
 elif what == "summary":
     s = load("summary.json")
     assert s["latency_ms_median"] > 0 and s["throughput_img_per_s"] > 0
@@ -224,6 +231,26 @@ d = json.load(open('$T/b2/detections.json'))['images']; r = json.load(open('$T/b
 f = sorted(glob.glob('$T/b2/raw/*.npy')); assert len(f) == len(d) == 2, f
 a = np.load(f[0]); assert a.dtype == np.float32 and a.shape[1] == 5 + r['model']['classes'], a.shape
 assert d[0]['input_width'] == d[1]['input_width'] and d[0]['input_height'] == d[1]['input_height']"
+
+# ---- the ISA of the library's kernels: --isa, the suite file, YOLO_ISA --------------------------
+F1="--count 1 --warmup 0 --runs 1 --no-layer-timing --no-images --quiet"
+ISAS=$("$DUMP" --list-isas 2>/dev/null)
+[ -n "$ISAS" ] || ko "yolo-dump --list-isas names the ISAs this CPU runs ($DUMP)"
+for isa in $ISAS; do
+    "$RUN" "$MODEL" "$IMAGES" --isa "$isa" $F1 --run-dir "$T/isa-$isa" >/dev/null 2>"$T/err"
+    check "--isa $isa exits 0" test $? -eq 0
+    check "--isa $isa: run.json and summary.json say $isa, the FMA peak is $isa's" V "$T/isa-$isa" 0 isa "$isa" --isa
+done
+printf 'isa = generic\n' >"$T/isa.conf"
+"$RUN" "$MODEL" "$IMAGES" --config "$T/isa.conf" $F1 --run-dir "$T/isa-conf" >/dev/null 2>"$T/err"
+check "isa = generic in a suite file" V "$T/isa-conf" 0 isa generic --isa
+YOLO_ISA=generic "$RUN" "$MODEL" "$IMAGES" $F1 --run-dir "$T/isa-env" >/dev/null 2>"$T/err"
+check "YOLO_ISA=generic without --isa: generic, chosen by YOLO_ISA" V "$T/isa-env" 0 isa generic YOLO_ISA
+expect_fail "--isa neon on this CPU" "ISA neon .* the CPU lacks it" 1 -- "$MODEL" "$IMAGES" --isa neon --run-dir "$T/x9"
+YOLO_ISA=sse9 "$RUN" "$MODEL" "$IMAGES" --run-dir "$T/x10" >/dev/null 2>"$T/err"
+check "YOLO_ISA=sse9: exit 1 and the library's message" sh -c "test $? -eq 1 && grep -q 'YOLO_ISA=sse9 names no ISA' '$T/err'"
+expect_fail "--isa that is not an ISA" "not an ISA" 64 -- "$MODEL" "$IMAGES" --isa sse
+check "no run folder left by a refused ISA" test ! -e "$T/x9" -a ! -e "$T/x10"
 
 # ---- run folder naming: never overwrite -------------------------------------------------------
 mkdir "$T/cwd"
