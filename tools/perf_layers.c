@@ -7,14 +7,18 @@
  * so the ratios are measured under the same machine noise.
  *
  *   perf_layers MODEL.bin [--size H W] [--batch B] [--runs N] [--threads T]
- *               [--backends fast,gemm,fast+cat,fast-wino] [--layers | --all-layers]
- *               [--loads L]
+ *               [--backends fast,gemm,fast+cat,fast-wino,fast@avx2] [--layers | --all-layers]
+ *               [--loads L] [--isa NAME]
  *
  * --loads L first times L more yolo_model_load calls (page cache warm from
  * the first) and prints their median, min and max.
  *
  * "+cat" plans Concat inputs into their slice (yolo_ctx.concat_in_place),
- * "-wino" turns Winograd off (yolo_ctx.winograd_off).
+ * "-wino" turns Winograd off (yolo_ctx.winograd_off), "@NAME" runs the
+ * FAST kernels of that ISA (yolo_ctx_params.isa), so ISAs can be compared
+ * in one process; --isa NAME sets it for the backends without "@" (default
+ * auto: YOLO_ISA, else the CPU's best). Each backend's label says the ISA
+ * it ran.
  *
  * Built by hand (not part of `make`):
  *   cc -O2 -std=c11 -D_GNU_SOURCE -Ilibyolo -Ilibyolo/src tools/perf_layers.c \
@@ -50,17 +54,24 @@ static const char *backend_names[] = {"gemm", "reference", "fast"};
  * slice, yolo_ctx.concat_in_place) and "-wino" (no Winograd). */
 typedef struct {
     int backend, concat_in_place, no_winograd;
-    char label[32];
+    yolo_isa isa;
+    char label[48];
 } backend_spec;
 
-static int parse_backend(const char *s, backend_spec *out)
+/* "fast+cat@avx2": a backend, its flags and its ISA (default_isa without
+ * "@"). -1 on a name it does not know. */
+static int parse_backend(const char *s, yolo_isa default_isa, backend_spec *out)
 {
     char base[32];
     snprintf(out->label, sizeof out->label, "%s", s);
     snprintf(base, sizeof base, "%s", s);
     out->concat_in_place = strstr(s, "+cat") != NULL;
     out->no_winograd = strstr(s, "-wino") != NULL;
-    base[strcspn(base, "+-")] = 0;
+    out->isa = default_isa;
+    const char *at = strchr(s, '@');
+    if (at && yolo_isa_from_name(at + 1, &out->isa) != YOLO_OK)
+        return -1;
+    base[strcspn(base, "+-@")] = 0;
     for (int i = 0; i < (int)(sizeof backend_names / sizeof *backend_names); i++)
         if (strcmp(base, backend_names[i]) == 0)
             return out->backend = i;
@@ -132,10 +143,12 @@ int main(int argc, char **argv)
 {
     if (argc < 2) {
         fprintf(stderr, "usage: perf_layers MODEL.bin [--size H W] [--batch B] [--runs N] "
-                        "[--threads T] [--backends fast,gemm] [--layers] [--loads L]\n");
+                        "[--threads T] [--backends fast,gemm,fast@avx2] [--layers] [--loads L] "
+                        "[--isa NAME]\n");
         return 2;
     }
     int h = 640, w = 640, batch = 1, runs = 10, threads = 1, layers = 0, loads = 0;
+    yolo_isa isa = YOLO_ISA_AUTO;
     backend_spec backends[MAX_BACKENDS];
     int nb = 0;
     char blist[128] = "gemm";
@@ -153,6 +166,9 @@ int main(int argc, char **argv)
             snprintf(blist, sizeof blist, "%s", argv[++i]);
         } else if (!strcmp(argv[i], "--loads") && i + 1 < argc) {
             loads = atoi(argv[++i]);
+        } else if (!strcmp(argv[i], "--isa") && i + 1 < argc) {
+            if (yolo_isa_from_name(argv[++i], &isa) != YOLO_OK)
+                die("--isa");
         } else if (!strcmp(argv[i], "--layers")) {
             layers = 1;
         } else if (!strcmp(argv[i], "--all-layers")) {
@@ -163,7 +179,7 @@ int main(int argc, char **argv)
         }
     }
     for (char *tok = strtok(blist, ","); tok && nb < MAX_BACKENDS; tok = strtok(NULL, ",")) {
-        if (parse_backend(tok, &backends[nb]) < 0) {
+        if (parse_backend(tok, isa, &backends[nb]) < 0) {
             fprintf(stderr, "perf_layers: unknown backend %s\n", tok);
             return 2;
         }
@@ -180,6 +196,7 @@ int main(int argc, char **argv)
         yolo_ctx_params p = yolo_ctx_default_params();
         p.threads = threads;
         p.backend = (yolo_backend)backends[b].backend;
+        p.isa = backends[b].isa;
         stats[b].model = m;
         stats[b].layer_ns = calloc((size_t)m->n_layers, sizeof(double));
         stats[b].layer_flops = calloc((size_t)m->n_layers, sizeof(double));
@@ -187,8 +204,14 @@ int main(int argc, char **argv)
             p.on_layer = on_layer;
             p.user = &stats[b];
         }
-        if (yolo_ctx_create(m, &p, &ctx[b]) != YOLO_OK)
+        yolo_isa ran;
+        if (yolo_ctx_create(m, &p, &ctx[b]) != YOLO_OK || yolo_ctx_isa(ctx[b], &ran) != YOLO_OK)
             die("ctx");
+        if (p.backend == YOLO_BACKEND_FAST && !strchr(backends[b].label, '@')) {
+            size_t n = strlen(backends[b].label);
+            snprintf(backends[b].label + n, sizeof backends[b].label - n, "@%s",
+                     yolo_isa_name(ran));
+        }
         ctx[b]->concat_in_place = backends[b].concat_in_place;
         if (backends[b].no_winograd)
             ctx[b]->winograd_off = 1;
@@ -226,7 +249,7 @@ int main(int argc, char **argv)
         double med = t[b * runs + runs / 2], mn = t[b * runs];
         if (b == 0)
             base = med;
-        printf("  %-10s median %8.1f ms  min %8.1f ms  %6.1f GFLOP/s  ratio %.3f\n",
+        printf("  %-16s median %8.1f ms  min %8.1f ms  %6.1f GFLOP/s  ratio %.3f\n",
                backends[b].label, med, mn, (double)mem.flops / med / 1e6, med / base);
     }
     for (int b = 0; layers && b < nb; b++) {
