@@ -7,7 +7,9 @@
 # hook PEERS_FAULT: a peer (pytorch) whose outputs are off by a pixel is
 # reported as DISAGREE, left out of the targets, and the run exits 1; a peer
 # whose worker dies, or that is not installed (a simulated pip failure), stays
-# in the table with its reason and the run exits 0.
+# in the table with its reason and the run exits 0. Last, --isa avx2 (where the
+# CPU has AVX2): libyolo forced, PyTorch and OpenVINO capped and native, ONNX
+# Runtime native, and the cap check of each capped peer printed.
 # Timing is not judged here (that is what bench/peers is for). Needs
 # weights/yolov7-tiny.{pt,bin} (`make weights`); builds BUILD/libyolo.so if
 # missing. The first run creates build/peers-venv and pip-installs the pinned
@@ -88,6 +90,11 @@ elif what == 'json':
     for r in doc['rows']:
         if r['status'] == 'ok':
             assert len(r['times_ms']) == r['runs'] == 3, r
+elif what == 'isa':          # --isa avx2: the rows and their isa column
+    got = {r['system']: r['isa'] for r in rows if r['system'] != 'reference'}
+    assert got == {'libyolo': 'avx2', 'pytorch@avx2': 'avx2', 'pytorch': 'native',
+                   'onnxruntime': 'native', 'openvino@avx2': 'avx2', 'openvino': 'native'}, got
+    assert doc['meta']['isa'] == 'avx2' and doc['meta']['isa_caps']['ONEDNN_MAX_CPU_ISA'] == 'AVX2'
 elif what == 'status':       # status of SYSTEM: prints it and the reason
     for r in rows:
         if r['system'] == sys.argv[3]:
@@ -120,5 +127,26 @@ if [ -x "$VPY" ]; then
         grep -q '^openvino .*unavailable: not installed: simulated pip failure' "$T/missing.out"
 else
     ko "build/peers-venv was created by the quick run"
+fi
+
+# ---- --isa avx2: libyolo forced, peers capped where they can be, and native ---------------------
+if grep -qw avx2 /proc/cpuinfo && grep -qw fma /proc/cpuinfo; then
+    bench/peers $F --isa avx2 --out "$T/isa" >"$T/isa.out" 2>&1
+    st=$?
+    if [ $st -eq 0 ]; then ok "--isa avx2: exit 0"; else ko "--isa avx2: exit 0 (got $st)" "$T/isa.out"; fi
+    for s in 'libyolo@avx2' 'pytorch@avx2' pytorch onnxruntime 'openvino@avx2' openvino; do
+        check "--isa avx2: a row for $s" grep -q "^$s " "$T/isa.out"
+    done
+    check "--isa avx2: says who is capped and that ONNX Runtime cannot be" \
+        grep -q '^isa: libyolo forced to avx2; pytorch@avx2, openvino@avx2 capped (ONEDNN_MAX_CPU_ISA=AVX2 OPENBLAS_CORETYPE=Haswell); native: pytorch, onnxruntime, openvino (ONNX Runtime cannot be capped)' "$T/isa.out"
+    check "--isa avx2: a cap check of each capped peer" \
+        grep -q '^cap check: pytorch@avx2 .*; openvino@avx2 ' "$T/isa.out"
+    if grep -q '^pytorch@avx2 .* ok ' "$T/isa.out"; then
+        check "--isa avx2: PyTorch's oneDNN and OpenBLAS really capped" \
+            grep -q '^cap check: pytorch@avx2 oneDNN avx2, OpenBLAS Haswell (native: .*): capped;' "$T/isa.out"
+    fi
+    check "--isa avx2: peers.csv isa column, peers.json meta" "$PY" "$T/validate.py" "$T/isa" isa
+else
+    echo "SKIP - --isa avx2: this CPU lacks AVX2 + FMA"
 fi
 finish
