@@ -49,6 +49,23 @@ static void make_dir(const char *dir, const char *rel)
     assert_int_equal(mkdir(path, 0755), 0);
 }
 
+/* Waits until a sampler thread has taken `want` samples (*count, read
+ * under its lock) and returns the count. It waits on the samples, not for a
+ * fixed time, so a slow or busy machine only makes it wait longer; a thread
+ * that never ticks fails the test after a minute instead of hanging it. */
+static size_t wait_for_ticks(ticker *tk, const size_t *count, size_t want)
+{
+    uint64_t deadline = bench_now_ns() + 60000000000ull;
+    for (;;) {
+        ticker_lock(tk);
+        size_t n = *count;
+        ticker_unlock(tk);
+        if (n >= want || bench_now_ns() > deadline)
+            return n;
+        usleep(1000);
+    }
+}
+
 static void rm_rf(const char *path)
 {
     struct stat st;
@@ -196,6 +213,32 @@ static void test_powercap_fake_tree(void **state)
     free(root);
 }
 
+/* A counter that wraps several times between two pass boundaries: every
+ * read in between (the sampler's ticks; energy_snapshot_now reads the same
+ * way) adds its step modulo the range, so no wrap is lost. */
+static void test_powercap_many_wraps(void **state)
+{
+    (void)state;
+    char *root = make_tmpdir();
+    make_zone(root, "intel-rapl:0", "package-0\n", "0\n", "1000000\n");
+    energy_meter m;
+    energy_open(&m, root, 100);
+    assert_int_equal(m.source, ENERGY_POWERCAP);
+    energy_snapshot a, b, mid;
+    energy_snapshot_now(&m, &a);
+    for (int k = 1; k <= 10; k++) { /* 0.3 J a step, 1 J range: wraps 3 times */
+        char uj[32];
+        snprintf(uj, sizeof uj, "%d\n", k * 300000 % 1000000);
+        write_text(root, "intel-rapl:0/energy_uj", uj);
+        energy_snapshot_now(&m, &mid);
+    }
+    energy_snapshot_now(&m, &b);
+    assert_true(fabs(energy_total_between(&m, &a, &b) - 3.0) < 1e-9);
+    energy_close(&m);
+    rm_rf(root);
+    free(root);
+}
+
 static void test_powercap_psys_alone_and_env(void **state)
 {
     (void)state;
@@ -327,9 +370,8 @@ static void test_energy_sampler_thread(void **state)
     energy_meter m;
     energy_open(&m, root, 10);
     assert_int_equal(energy_start(&m), 0);
-    usleep(80000);
+    assert_true(wait_for_ticks(&m.tk, &m.nsamples, 2) >= 2);
     energy_stop(&m);
-    assert_true(m.nsamples >= 2);
     energy_close(&m);
     rm_rf(root);
     free(root);
@@ -847,9 +889,8 @@ static void test_memory_probes(void **state)
     assert_true(mem_status_field("NoSuchField") == -1);
     mem_sampler s;
     assert_int_equal(mem_sampler_start(&s, 5), 0);
-    usleep(40000);
+    assert_true(wait_for_ticks(&s.tk, &s.n, 2) >= 2);
     mem_sampler_stop(&s);
-    assert_true(s.n >= 2);
     assert_true(mem_sampler_max(&s, 0, UINT64_MAX) > 0);
     mem_sampler_free(&s);
 }
@@ -861,6 +902,7 @@ int main(void)
         cmocka_unit_test(test_stats_std_and_edges),
         cmocka_unit_test(test_wrap_delta),
         cmocka_unit_test(test_powercap_fake_tree),
+        cmocka_unit_test(test_powercap_many_wraps),
         cmocka_unit_test(test_powercap_psys_alone_and_env),
         cmocka_unit_test(test_powercap_psys_and_dram_without_package),
         cmocka_unit_test(test_powercap_missing_and_empty),
