@@ -36,7 +36,8 @@ TEST_BIN  := $(TEST_SRC:test/%.c=$(BUILD)/test/%)
 STATIC    := $(BUILD)/libyolo.a
 SHAREDLIB := $(BUILD)/libyolo.so.$(VERSION)
 
-.PHONY: all lib bench tests test test-c test-asan test-scripts test-e2e test-peers run deps check-deps \
+.PHONY: all lib bench tests test test-c test-asan test-asan-e2e test-e2e-busy test-scripts test-e2e \
+        test-peers run deps check-deps \
         weights goldens check-official install uninstall clean peers help
 .DELETE_ON_ERROR:
 
@@ -129,9 +130,18 @@ test-e2e: bench $(DUMP)
 
 # The C suites and the bench end-to-end test again, under ASan + UBSan.
 ASAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+ASAN_MAKE = ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+	$(MAKE) --no-print-directory BUILD=build-asan OPT=-O1 SANITIZE="$(ASAN_FLAGS)"
 test-asan:
-	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
-	$(MAKE) --no-print-directory BUILD=build-asan OPT=-O1 SANITIZE="$(ASAN_FLAGS)" test-c test-e2e
+	$(ASAN_MAKE) test-c test-e2e
+test-asan-e2e:
+	$(ASAN_MAKE) test-e2e
+
+# The bench end-to-end test, normal and ASan + UBSan builds, again with a busy
+# loop on every core (tools/with-cpu-hog.sh): no check may depend on the
+# machine's speed or load. Not part of `make test`; .ci/run runs it.
+test-e2e-busy:
+	sh tools/with-cpu-hog.sh $(MAKE) --no-print-directory test-e2e test-asan-e2e
 
 test: deps weights
 	$(MAKE) --no-print-directory test-c
