@@ -141,9 +141,42 @@ typedef struct {
 /* Decodes PNG or JPEG, chosen by the file's first bytes, to 8-bit RGB the way
  * OpenCV's imread(IMREAD_COLOR) does (gray replicated, alpha dropped, 16-bit
  * -> high byte, palette expanded, CMYK converted, EXIF orientation applied).
- * A truncated JPEG is refused (YOLO_ERR_IMAGE) rather than gray-filled. */
+ * A truncated JPEG (its data ends before the pixels its header declares) is
+ * refused (YOLO_ERR_IMAGE) rather than gray-filled.
+ * Only regular files are read (a FIFO, a device or a directory is refused at
+ * once: YOLO_ERR_IO), and no more than the file's size when it was opened.
+ * The limits of yolo_image_load_params apply, with their defaults; a decoder
+ * running out of memory gives YOLO_ERR_NOMEM. */
 yolo_status yolo_image_load(const char *path, yolo_image *out);
 yolo_status yolo_image_load_memory(const void *data, size_t size, yolo_image *out);
+
+/* Limits on what an image file may make the library allocate; files are
+ * hostile. A refusal names the file, its size and the limit. */
+typedef struct {
+    /* Largest width x height decoded, checked from the file's header before
+     * any pixel memory is allocated (YOLO_ERR_IMAGE, "too large"). 0 = the
+     * default, YOLO_IMAGE_DEFAULT_MAX_PIXELS: 64 Mi pixels (8192x8192), an
+     * RGB image of 192 MiB; a progressive JPEG needs up to 8 bytes per pixel
+     * more while decoding. At most YOLO_IMAGE_MAX_PIXELS_LIMIT. Either side
+     * is at most 65535 whatever this says. */
+    uint64_t max_pixels;
+    /* Largest file yolo_image_load_ex reads, in bytes (YOLO_ERR_IMAGE). 0 = the
+     * default, YOLO_IMAGE_DEFAULT_MAX_FILE_BYTES (1 GiB). */
+    uint64_t max_file_bytes;
+} yolo_image_load_params;
+
+#define YOLO_IMAGE_DEFAULT_MAX_PIXELS ((uint64_t)1 << 26)
+#define YOLO_IMAGE_MAX_PIXELS_LIMIT ((uint64_t)1 << 28)
+#define YOLO_IMAGE_DEFAULT_MAX_FILE_BYTES ((uint64_t)1 << 30)
+
+yolo_image_load_params yolo_image_load_default_params(void);
+/* yolo_image_load / yolo_image_load_memory with these limits; params may be
+ * NULL (the defaults). A max_pixels above YOLO_IMAGE_MAX_PIXELS_LIMIT is
+ * YOLO_ERR_INVALID_ARG. */
+yolo_status yolo_image_load_ex(const char *path, const yolo_image_load_params *params,
+                               yolo_image *out);
+yolo_status yolo_image_load_memory_ex(const void *data, size_t size,
+                                      const yolo_image_load_params *params, yolo_image *out);
 /* Wraps caller pixels (copied). */
 yolo_status yolo_image_from_rgb(const uint8_t *rgb, int width, int height,
                                 int row_stride, yolo_image *out);

@@ -52,17 +52,8 @@
 #define REFERENCE_BUDGET_S 20.0
 
 /* The naive backend takes ~10 s on one tiny case at -O2; under ASan it would
- * take minutes, so that one test is skipped there (the GEMM path still runs). */
-#if defined(__SANITIZE_ADDRESS__)
-#define UNDER_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define UNDER_ASAN 1
-#endif
-#endif
-#ifndef UNDER_ASAN
-#define UNDER_ASAN 0
-#endif
+ * take minutes, so that one test is skipped there (UNDER_ASAN, testutil.h;
+ * the GEMM path still runs). */
 
 typedef struct {
     const char *file; /* det_<file>.npy */

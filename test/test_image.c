@@ -4,12 +4,23 @@
  * The expected arrays were produced by tools/make_test_images.py with
  * cv2.imread (BGR->RGB) and, for the letterbox, cv2.resize(INTER_LINEAR) +
  * cv2.copyMakeBorder following the official letterbox; every comparison is
- * byte for byte. Run from the repository root.
+ * byte for byte. Hostile files (headers claiming huge sizes, JPEG data ending
+ * early, a FIFO, /dev/zero, a decoder out of memory) are generated at run
+ * time from the small test images, in a temporary folder. Run from the
+ * repository root.
  */
 #include "testutil.h"
 
 #include <errno.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
+
+#include <jpeglib.h>
+#include <zlib.h>
 
 #include "yolo.h"
 
@@ -250,6 +261,301 @@ static void test_from_rgb(void **state)
     assert_int_equal(yolo_image_from_rgb(px, 0, 2, 0, &img), YOLO_ERR_INVALID_ARG);
     assert_int_equal(yolo_image_from_rgb(NULL, 2, 2, 0, &img), YOLO_ERR_INVALID_ARG);
     assert_int_equal(yolo_image_from_rgb(px, 70000, 1, 0, &img), YOLO_ERR_INVALID_ARG);
+}
+
+/* ---- hostile files: limits, file types, truncation, memory -------------- */
+
+/* Each refusal below comes from the file's type or header, before the file
+ * is read or the pixels allocated; the loads run in a child process so that
+ * one that blocks (a FIFO opened for reading waits for a writer) fails the
+ * test after a while instead of hanging it. The time each took is printed. */
+typedef struct {
+    yolo_status status;
+    int cleared; /* out was left empty */
+    double ms;
+    char msg[1024];
+} load_result;
+
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+static load_result load_in_child(const char *path, const yolo_image_load_params *params)
+{
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        close(fds[0]);
+        load_result r;
+        memset(&r, 0, sizeof r);
+        yolo_image img = {7, 7, (uint8_t *)&r};
+        double t0 = now_ms();
+        r.status = yolo_image_load_ex(path, params, &img);
+        r.ms = now_ms() - t0;
+        r.cleared = img.rgb == NULL && img.width == 0 && img.height == 0;
+        snprintf(r.msg, sizeof r.msg, "%s", yolo_last_error());
+        if (r.status == YOLO_OK)
+            yolo_image_free(&img);
+        _exit(write(fds[1], &r, sizeof r) == (ssize_t)sizeof r ? 0 : 1);
+    }
+    close(fds[1]);
+    int status = 0, waited = 0;
+    for (int i = 0; i < 30000 && !waited; i++) { /* 30 s: only a load that blocks */
+        waited = waitpid(pid, &status, WNOHANG) == pid;
+        if (!waited)
+            usleep(1000);
+    }
+    if (!waited) {
+        kill(pid, SIGKILL);
+        waitpid(pid, &status, 0);
+        close(fds[0]);
+        fail_msg("%s: yolo_image_load_ex was still blocked after 30 s", path);
+    }
+    load_result r;
+    ssize_t n = read(fds[0], &r, sizeof r);
+    close(fds[0]);
+    if (n != (ssize_t)sizeof r || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        fail_msg("%s: the loading child died (status 0x%x)", path, status);
+    return r;
+}
+
+/* Refused with status and a message naming the file and saying `says`. */
+static void expect_refused(const char *path, const yolo_image_load_params *params,
+                           yolo_status want, const char *says)
+{
+    load_result r = load_in_child(path, params);
+    if (r.status != want || !strstr(r.msg, path) || !strstr(r.msg, says) || !r.cleared)
+        fail_msg("%s: got %s \"%s\" (out %s), want %s naming the file and saying \"%s\"", path,
+                 yolo_status_str(r.status), r.msg, r.cleared ? "cleared" : "NOT cleared",
+                 yolo_status_str(want), says);
+    print_message("refused in %.1f ms: %s\n", r.ms, r.msg);
+}
+
+static void write_bytes(const char *path, const void *data, size_t n)
+{
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(data, 1, n, f), n);
+    assert_int_equal(fclose(f), 0);
+}
+
+/* Sets the size a JPEG's SOFn segment declares; 0 if it has none. */
+static int jpeg_declare_size(uint8_t *d, size_t n, unsigned w, unsigned h)
+{
+    for (size_t i = 2; i + 9 < n && d[i] == 0xFF;) {
+        uint8_t m = d[i + 1];
+        if (m >= 0xC0 && m <= 0xC2) {
+            d[i + 5] = (uint8_t)(h >> 8), d[i + 6] = (uint8_t)h;
+            d[i + 7] = (uint8_t)(w >> 8), d[i + 8] = (uint8_t)w;
+            return 1;
+        }
+        i += 2 + (((size_t)d[i + 2] << 8) | d[i + 3]);
+    }
+    return 0;
+}
+
+static void put_be32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)(v >> 24), p[1] = (uint8_t)(v >> 16), p[2] = (uint8_t)(v >> 8), p[3] = (uint8_t)v;
+}
+
+/* Sets the size a PNG's IHDR declares, with its CRC. */
+static void png_declare_size(uint8_t *d, unsigned w, unsigned h)
+{
+    assert_memory_equal(d + 12, "IHDR", 4);
+    put_be32(d + 16, w);
+    put_be32(d + 20, h);
+    put_be32(d + 29, (uint32_t)crc32(0, d + 12, 17));
+}
+
+/* A copy of test image `file` declaring w x h, written as dir/name. */
+static void write_resized_header(const char *file, unsigned w, unsigned h, const char *dir,
+                                 const char *name, char *path, size_t cap)
+{
+    char src[512];
+    snprintf(src, sizeof src, IMAGES_DIR "%s", file);
+    size_t n = 0;
+    uint8_t *d = tu_read_file(src, &n);
+    assert_non_null(d);
+    if (n > 8 && d[0] == 0x89)
+        png_declare_size(d, w, h);
+    else
+        assert_true(jpeg_declare_size(d, n, w, h));
+    snprintf(path, cap, "%s/%s", dir, name);
+    write_bytes(path, d, n);
+    free(d);
+}
+
+static void test_refuses_what_is_not_a_regular_file(void **state)
+{
+    (void)state;
+    char dir[256], fifo[512];
+    make_tmp_dir(dir, sizeof dir);
+    snprintf(fifo, sizeof fifo, "%s/photo.jpg", dir);
+    assert_int_equal(mkfifo(fifo, 0600), 0);
+    expect_refused(fifo, NULL, YOLO_ERR_IO, "is a FIFO");
+    expect_refused("/dev/zero", NULL, YOLO_ERR_IO, "is a character device");
+    expect_refused(dir, NULL, YOLO_ERR_IO, "is a directory");
+    remove(fifo);
+    rmdir(dir);
+}
+
+/* Headers claiming huge sizes are refused before any allocation, by the
+ * default limit or the caller's; within the limit, a JPEG whose data ends
+ * long before its declared size is refused as truncated (it used to be
+ * decoded as a gray picture). */
+static void test_declared_size_limits(void **state)
+{
+    (void)state;
+    char dir[256], jpg[512], prog[512], png[512], at_limit[512];
+    make_tmp_dir(dir, sizeof dir);
+    yolo_image_load_params p = yolo_image_load_default_params();
+    assert_true(p.max_pixels == YOLO_IMAGE_DEFAULT_MAX_PIXELS && p.max_pixels == 8192 * 8192);
+    assert_true(p.max_file_bytes == YOLO_IMAGE_DEFAULT_MAX_FILE_BYTES);
+
+    write_resized_header("baseline.jpg", 16384, 16384, dir, "claims16k.jpg", jpg, sizeof jpg);
+    expect_refused(jpg, NULL, YOLO_ERR_IMAGE, "too large");
+    expect_refused(jpg, NULL, YOLO_ERR_IMAGE, "yolo_image_load_params.max_pixels");
+    p.max_pixels = YOLO_IMAGE_MAX_PIXELS_LIMIT; /* allowed: its data ends after ~40x24 */
+    expect_refused(jpg, &p, YOLO_ERR_IMAGE, "truncated");
+
+    write_resized_header("baseline.jpg", 8192, 8192, dir, "claims8k.jpg", at_limit,
+                         sizeof at_limit);
+    expect_refused(at_limit, NULL, YOLO_ERR_IMAGE, "truncated"); /* exactly the default */
+    p.max_pixels = 8192 * 8192 - 1;
+    expect_refused(at_limit, &p, YOLO_ERR_IMAGE, "too large");
+    write_resized_header("progressive.jpg", 4096, 4096, dir, "prog4k.jpg", prog, sizeof prog);
+    expect_refused(prog, NULL, YOLO_ERR_IMAGE, "truncated");
+
+    write_resized_header("rgb.png", 16384, 16384, dir, "claims16k.png", png, sizeof png);
+    expect_refused(png, NULL, YOLO_ERR_IMAGE, "too large");
+    p.max_pixels = YOLO_IMAGE_MAX_PIXELS_LIMIT; /* allowed: then its data is far too short */
+    expect_refused(png, &p, YOLO_ERR_IMAGE, "bad PNG");
+
+    p.max_pixels = YOLO_IMAGE_MAX_PIXELS_LIMIT + 1;
+    yolo_image img;
+    assert_int_equal(yolo_image_load_ex(IMAGES_DIR "rgb.png", &p, &img), YOLO_ERR_INVALID_ARG);
+    assert_non_null(strstr(yolo_last_error(), "max_pixels"));
+    remove(jpg), remove(at_limit), remove(prog), remove(png);
+    rmdir(dir);
+}
+
+/* The limits are inclusive, 0 means the default, and the memory loader
+ * applies max_pixels too. */
+static void test_limits_at_the_boundary(void **state)
+{
+    (void)state;
+    const char *path = IMAGES_DIR "rgb.png";
+    size_t size = 0;
+    uint8_t *data = tu_read_file(path, &size);
+    assert_non_null(data);
+    yolo_image img;
+    assert_int_equal(yolo_image_load(path, &img), YOLO_OK);
+    uint64_t pixels = (uint64_t)img.width * (uint64_t)img.height;
+    yolo_image_free(&img);
+
+    yolo_image_load_params p = {pixels, size};
+    assert_int_equal(yolo_image_load_ex(path, &p, &img), YOLO_OK);
+    yolo_image_free(&img);
+    assert_int_equal(yolo_image_load_memory_ex(data, size, &p, &img), YOLO_OK);
+    yolo_image_free(&img);
+    yolo_image_load_params zero = {0, 0};
+    assert_int_equal(yolo_image_load_ex(path, &zero, &img), YOLO_OK);
+    yolo_image_free(&img);
+
+    p.max_pixels = pixels - 1;
+    assert_int_equal(yolo_image_load_ex(path, &p, &img), YOLO_ERR_IMAGE);
+    assert_non_null(strstr(yolo_last_error(), "too large"));
+    assert_null(img.rgb);
+    assert_int_equal(yolo_image_load_memory_ex(data, size, &p, &img), YOLO_ERR_IMAGE);
+    assert_non_null(strstr(yolo_last_error(), "too large"));
+    p.max_pixels = pixels;
+    p.max_file_bytes = size - 1;
+    expect_refused(path, &p, YOLO_ERR_IMAGE, "yolo_image_load_params.max_file_bytes");
+    free(data);
+}
+
+/* A progressive JPEG of w x h, made in memory. */
+static uint8_t *make_progressive_jpeg(int w, int h, size_t *size)
+{
+    struct jpeg_compress_struct c;
+    struct jpeg_error_mgr e;
+    c.err = jpeg_std_error(&e);
+    jpeg_create_compress(&c);
+    unsigned char *out = NULL;
+    unsigned long n = 0;
+    jpeg_mem_dest(&c, &out, &n);
+    c.image_width = (JDIMENSION)w;
+    c.image_height = (JDIMENSION)h;
+    c.input_components = 3;
+    c.in_color_space = JCS_RGB;
+    jpeg_set_defaults(&c);
+    jpeg_simple_progression(&c);
+    jpeg_start_compress(&c, TRUE);
+    JSAMPROW row = calloc((size_t)w, 3);
+    assert_non_null(row);
+    while (c.next_scanline < c.image_height)
+        jpeg_write_scanlines(&c, &row, 1);
+    jpeg_finish_compress(&c);
+    jpeg_destroy_compress(&c);
+    free(row);
+    *size = n;
+    return out;
+}
+
+/* libjpeg running out of memory is YOLO_ERR_NOMEM, not a bad image: with
+ * the memory limit libjpeg takes from JPEGMEM (1 kB here: a progressive
+ * image needs its coefficients in memory), and, where the sanitizer allows
+ * a process memory limit, with malloc itself failing. */
+static void test_jpeg_decoder_out_of_memory(void **state)
+{
+    (void)state;
+    size_t n = 0;
+    uint8_t *jpg = make_progressive_jpeg(512, 512, &n);
+    yolo_image img;
+    assert_int_equal(yolo_image_load_memory(jpg, n, &img), YOLO_OK);
+    yolo_image_free(&img);
+    setenv("JPEGMEM", "1", 1);
+    yolo_status st = yolo_image_load_memory(jpg, n, &img);
+    unsetenv("JPEGMEM");
+    if (st != YOLO_ERR_NOMEM || !strstr(yolo_last_error(), "ran out of memory"))
+        fail_msg("with JPEGMEM=1: %s: %s", yolo_status_str(st), yolo_last_error());
+    assert_null(img.rgb);
+
+    if (UNDER_ASAN) { /* its allocator does not survive RLIMIT_AS */
+        free(jpg);
+        return;
+    }
+    /* Claims 8000x8000 (within the default limit): its coefficients alone
+     * take 192 MB, and the child may map only 64 MB more than it has. */
+    assert_true(jpeg_declare_size(jpg, n, 8000, 8000));
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        long long vm = -1;
+        char line[256];
+        FILE *f = fopen("/proc/self/status", "r");
+        while (f && fgets(line, sizeof line, f))
+            if (sscanf(line, "VmSize: %lld kB", &vm) == 1)
+                break;
+        if (f)
+            fclose(f);
+        struct rlimit rl = {(rlim_t)(vm * 1024 + (64ll << 20)), RLIM_INFINITY};
+        if (vm < 0 || setrlimit(RLIMIT_AS, &rl) != 0)
+            _exit(2);
+        st = yolo_image_load_memory(jpg, n, &img);
+        _exit(st == YOLO_ERR_NOMEM && strstr(yolo_last_error(), "ran out of memory") ? 0 : 1);
+    }
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    free(jpg);
 }
 
 /* ---- letterbox ----------------------------------------------------------- */
@@ -608,6 +914,10 @@ int main(void)
         cmocka_unit_test(test_every_truncation),
         cmocka_unit_test(test_save_roundtrip),
         cmocka_unit_test(test_from_rgb),
+        cmocka_unit_test(test_refuses_what_is_not_a_regular_file),
+        cmocka_unit_test(test_declared_size_limits),
+        cmocka_unit_test(test_limits_at_the_boundary),
+        cmocka_unit_test(test_jpeg_decoder_out_of_memory),
         cmocka_unit_test(test_letterbox_like_opencv),
         cmocka_unit_test(test_letterbox_geometry),
         cmocka_unit_test(test_letterbox_fast_matches_model),

@@ -17,6 +17,19 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* 1 in a build with AddressSanitizer (gcc or clang), for the few tests it
+ * cannot run (too slow, or a process memory limit it does not survive). */
+#if defined(__SANITIZE_ADDRESS__)
+#define UNDER_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define UNDER_ASAN 1
+#endif
+#endif
+#ifndef UNDER_ASAN
+#define UNDER_ASAN 0
+#endif
+
 /* Reads a whole file; NULL if it cannot. Caller frees. */
 static inline void *tu_read_file(const char *path, size_t *size)
 {

@@ -11,14 +11,19 @@
  * truncated JPEG, which OpenCV fills with gray, is refused.
  *
  * Files are hostile: libpng/libjpeg errors come back through our own handlers
- * (longjmp), never print and never exit; sizes are capped before allocation.
+ * (longjmp), never print and never exit; sizes are capped before allocation
+ * (yolo_image_load_params), only regular files are read and never more than
+ * their size, and a JPEG whose data ends early is refused.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <setjmp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <jpeglib.h>
 #include <jerror.h>
@@ -26,23 +31,37 @@
 
 #include "internal.h"
 
-/* Decoded images larger than this are refused before allocating. */
+/* Images larger than this are refused before allocating, whatever the
+ * caller's limit (images made from pixels or saved included). */
 #define IMAGE_MAX_SIDE 65535u
-#define IMAGE_MAX_PIXELS (1u << 28)
-/* Files larger than this are not read at all (no sane photo is). */
-#define IMAGE_MAX_FILE_BYTES ((size_t)1 << 30)
 #define JPEG_SAVE_QUALITY 90
 
-static yolo_status check_size(const char *name, unsigned long w, unsigned long h)
+/* max_pixels is the caller's limit, named in the message by limit_name. */
+static yolo_status check_size(const char *name, unsigned long w, unsigned long h,
+                              uint64_t max_pixels, const char *limit_name)
 {
     if (w == 0 || h == 0)
         return yolo_fail(YOLO_ERR_IMAGE, "%s: image has no pixels (%lux%lu)", name, w, h);
-    if (w > IMAGE_MAX_SIDE || h > IMAGE_MAX_SIDE ||
-        (unsigned long long)w * h > IMAGE_MAX_PIXELS)
+    if (w > IMAGE_MAX_SIDE || h > IMAGE_MAX_SIDE || (uint64_t)w * h > max_pixels)
         return yolo_fail(YOLO_ERR_IMAGE,
-                         "%s: image is %lux%lu, too large (limit %u per side and %u pixels)",
-                         name, w, h, IMAGE_MAX_SIDE, IMAGE_MAX_PIXELS);
+                         "%s: image is %lux%lu (%llu pixels), too large: the limit is %u per "
+                         "side and %llu pixels (%s)",
+                         name, w, h, (unsigned long long)w * h, IMAGE_MAX_SIDE,
+                         (unsigned long long)max_pixels, limit_name);
     return YOLO_OK;
+}
+
+/* Images made from pixels or written, not decoded from a file. */
+static yolo_status check_size_absolute(const char *name, int w, int h)
+{
+    return check_size(name, (unsigned long)w, (unsigned long)h, YOLO_IMAGE_MAX_PIXELS_LIMIT,
+                      "YOLO_IMAGE_MAX_PIXELS_LIMIT");
+}
+
+static yolo_status check_decoded_size(const char *name, unsigned long w, unsigned long h,
+                                      uint64_t max_pixels)
+{
+    return check_size(name, w, h, max_pixels, "yolo_image_load_params.max_pixels");
 }
 
 static yolo_status image_alloc(yolo_image *img, int w, int h, const char *name)
@@ -71,6 +90,7 @@ typedef struct {
     const uint8_t *data;
     size_t size, pos;
     const char *name;
+    uint64_t max_pixels;
     char msg[256];
     png_structp png;
     png_infop info;
@@ -143,7 +163,7 @@ static yolo_status png_decode_guarded(png_job *job)
 
     png_uint_32 w = png_get_image_width(job->png, job->info);
     png_uint_32 h = png_get_image_height(job->png, job->info);
-    yolo_status st = check_size(job->name, w, h);
+    yolo_status st = check_decoded_size(job->name, w, h, job->max_pixels);
     if (st != YOLO_OK)
         return st;
     job->orientation = png_exif_orientation(job);
@@ -165,9 +185,11 @@ static yolo_status png_decode_guarded(png_job *job)
     return YOLO_OK;
 }
 
-static yolo_status decode_png(const uint8_t *data, size_t size, const char *name, yolo_image *out)
+static yolo_status decode_png(const uint8_t *data, size_t size, const char *name,
+                              uint64_t max_pixels, yolo_image *out)
 {
-    png_job job = {.data = data, .size = size, .name = name, .orientation = 1};
+    png_job job = {.data = data, .size = size, .name = name, .max_pixels = max_pixels,
+                   .orientation = 1};
     job.png = png_create_read_struct(PNG_LIBPNG_VER_STRING, &job, png_on_error, png_on_warning);
     if (job.png)
         job.info = png_create_info_struct(job.png);
@@ -196,31 +218,40 @@ typedef struct {
     jmp_buf jump;
     char msg[JMSG_LENGTH_MAX];
     int truncated;
+    int no_memory;
 } jpeg_errors;
 
 typedef struct {
     struct jpeg_decompress_struct cinfo;
     jpeg_errors err;
     const char *name;
+    uint64_t max_pixels;
     yolo_image img;
     uint8_t *cmyk_row;
     int orientation;
 } jpeg_job;
 
+/* libjpeg's allocation failing (JERR_OUT_OF_MEMORY), or needing more than
+ * the limit it was given (JPEGMEM in the environment; libjpeg-turbo has no
+ * temporary files to fall back on), is running out of memory. */
 static void jpeg_on_error(j_common_ptr cinfo)
 {
     jpeg_errors *err = (jpeg_errors *)cinfo->err;
+    err->no_memory =
+        err->pub.msg_code == JERR_OUT_OF_MEMORY || err->pub.msg_code == JERR_NO_BACKING_STORE;
     err->pub.format_message(cinfo, err->msg);
     longjmp(err->jump, 1);
 }
 
-/* Warnings: "Premature end of JPEG file" (a truncated file, which libjpeg
- * would pad with gray) is turned into an error; the others (e.g. extraneous
- * bytes) are ignored, as OpenCV decodes those files the same way. */
+/* Warnings: the data ending before the image does, which libjpeg would pad
+ * with gray, is turned into an error: "Premature end of JPEG file" (no more
+ * bytes) and "premature end of data segment" (a marker, e.g. EOI, where the
+ * entropy-coded data of the declared pixels should go on). The others (e.g.
+ * extraneous bytes) are ignored, as OpenCV decodes those files the same way. */
 static void jpeg_on_message(j_common_ptr cinfo, int level)
 {
     jpeg_errors *err = (jpeg_errors *)cinfo->err;
-    if (level < 0 && err->pub.msg_code == JWRN_JPEG_EOF) {
+    if (level < 0 && (err->pub.msg_code == JWRN_JPEG_EOF || err->pub.msg_code == JWRN_HIT_MARKER)) {
         err->truncated = 1;
         err->pub.format_message(cinfo, err->msg);
         longjmp(err->jump, 1);
@@ -282,14 +313,21 @@ static yolo_status jpeg_decode_guarded(jpeg_job *job, const uint8_t *data, size_
     struct jpeg_decompress_struct *ci = &job->cinfo;
     if (setjmp(job->err.jump)) {
         if (job->err.truncated)
-            return yolo_fail(YOLO_ERR_IMAGE, "%s: JPEG file is truncated (%s); refused rather "
-                             "than decoded with gray fill", job->name, job->err.msg);
+            return yolo_fail(YOLO_ERR_IMAGE, "%s: JPEG file is truncated: its data ends before "
+                             "the %ux%u pixels its header declares (%s); refused rather than "
+                             "decoded with gray fill", job->name, (unsigned)ci->image_width,
+                             (unsigned)ci->image_height, job->err.msg);
+        if (job->err.no_memory)
+            return yolo_fail(YOLO_ERR_NOMEM, "%s: the JPEG decoder ran out of memory for a "
+                             "%ux%u image (%s)", job->name, (unsigned)ci->image_width,
+                             (unsigned)ci->image_height, job->err.msg);
         return yolo_fail(YOLO_ERR_IMAGE, "%s: bad JPEG: %s", job->name, job->err.msg);
     }
     jpeg_mem_src(ci, data, (unsigned long)size);
     jpeg_save_markers(ci, JPEG_APP0 + 1, 0xFFFF);
     jpeg_read_header(ci, TRUE);
-    yolo_status st = check_size(job->name, ci->image_width, ci->image_height);
+    yolo_status st = check_decoded_size(job->name, ci->image_width, ci->image_height,
+                                        job->max_pixels);
     if (st != YOLO_OK)
         return st;
     job->orientation = jpeg_first_app1_orientation(ci);
@@ -303,12 +341,14 @@ static yolo_status jpeg_decode_guarded(jpeg_job *job, const uint8_t *data, size_
     return YOLO_OK;
 }
 
-static yolo_status decode_jpeg(const uint8_t *data, size_t size, const char *name, yolo_image *out)
+static yolo_status decode_jpeg(const uint8_t *data, size_t size, const char *name,
+                               uint64_t max_pixels, yolo_image *out)
 {
     jpeg_job *job = calloc(1, sizeof *job);
     if (!job)
         return yolo_fail(YOLO_ERR_NOMEM, "%s: no memory for the JPEG decoder", name);
     job->name = name;
+    job->max_pixels = max_pixels;
     job->orientation = 1;
     job->cinfo.err = jpeg_std_error(&job->err.pub);
     job->err.pub.error_exit = jpeg_on_error;
@@ -338,18 +378,49 @@ static yolo_status decode_jpeg(const uint8_t *data, size_t size, const char *nam
 
 static const uint8_t png_signature[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1A, '\n'};
 
-static yolo_status decode_any(const uint8_t *data, size_t size, const char *name, yolo_image *out)
+static yolo_status decode_any(const uint8_t *data, size_t size, const char *name,
+                              uint64_t max_pixels, yolo_image *out)
 {
     if (size == 0)
         return yolo_fail(YOLO_ERR_IMAGE, "%s: empty file", name);
     if (size >= 8 && memcmp(data, png_signature, 8) == 0)
-        return decode_png(data, size, name, out);
+        return decode_png(data, size, name, max_pixels, out);
     if (size >= 3 && data[0] == 0xFF && data[1] == 0xD8 && data[2] == 0xFF)
-        return decode_jpeg(data, size, name, out);
+        return decode_jpeg(data, size, name, max_pixels, out);
     return yolo_fail(YOLO_ERR_IMAGE, "%s: not a PNG or JPEG file (unknown first bytes)", name);
 }
 
-yolo_status yolo_image_load_memory(const void *data, size_t size, yolo_image *out)
+yolo_image_load_params yolo_image_load_default_params(void)
+{
+    yolo_image_load_params p;
+    memset(&p, 0, sizeof p);
+    p.max_pixels = YOLO_IMAGE_DEFAULT_MAX_PIXELS;
+    p.max_file_bytes = YOLO_IMAGE_DEFAULT_MAX_FILE_BYTES;
+    return p;
+}
+
+/* The caller's limits with 0 meaning the default; fn names the function in
+ * the message of a limit out of range. */
+static yolo_status load_limits(const yolo_image_load_params *params, const char *fn,
+                               yolo_image_load_params *out)
+{
+    *out = yolo_image_load_default_params();
+    if (!params)
+        return YOLO_OK;
+    if (params->max_pixels > YOLO_IMAGE_MAX_PIXELS_LIMIT)
+        return yolo_fail(YOLO_ERR_INVALID_ARG,
+                         "%s: max_pixels is %llu, above YOLO_IMAGE_MAX_PIXELS_LIMIT (%llu)", fn,
+                         (unsigned long long)params->max_pixels,
+                         (unsigned long long)YOLO_IMAGE_MAX_PIXELS_LIMIT);
+    if (params->max_pixels)
+        out->max_pixels = params->max_pixels;
+    if (params->max_file_bytes)
+        out->max_file_bytes = params->max_file_bytes;
+    return YOLO_OK;
+}
+
+yolo_status yolo_image_load_memory_ex(const void *data, size_t size,
+                                      const yolo_image_load_params *params, yolo_image *out)
 {
     yolo_clear_error();
     if (!out)
@@ -357,59 +428,114 @@ yolo_status yolo_image_load_memory(const void *data, size_t size, yolo_image *ou
     memset(out, 0, sizeof *out);
     if (!data && size)
         return yolo_fail(YOLO_ERR_INVALID_ARG, "yolo_image_load_memory: data is NULL");
-    return decode_any(data, size, "<memory>", out);
+    yolo_image_load_params lim;
+    yolo_status st = load_limits(params, "yolo_image_load_memory", &lim);
+    if (st != YOLO_OK)
+        return st;
+    return decode_any(data, size, "<memory>", lim.max_pixels, out);
 }
 
-/* Reads a whole file; sets the error message on failure. */
-static yolo_status read_file(const char *path, uint8_t **data, size_t *size)
+yolo_status yolo_image_load_memory(const void *data, size_t size, yolo_image *out)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f)
+    return yolo_image_load_memory_ex(data, size, NULL, out);
+}
+
+static const char *file_kind(mode_t mode)
+{
+    if (S_ISDIR(mode))
+        return "a directory";
+    if (S_ISFIFO(mode))
+        return "a FIFO";
+    if (S_ISCHR(mode))
+        return "a character device";
+    if (S_ISBLK(mode))
+        return "a block device";
+    if (S_ISSOCK(mode))
+        return "a socket";
+    return "not a regular file";
+}
+
+static yolo_status not_regular(const char *path, mode_t mode)
+{
+    return yolo_fail(YOLO_ERR_IO, "%s: is %s; only regular files are read as images", path,
+                     file_kind(mode));
+}
+
+/* Reads a whole regular file, no more than its size at open; sets the error
+ * message on failure. Anything else is refused before it is read: a FIFO
+ * would block (without a writer) or never end, a device such as /dev/zero
+ * never ends. The path is checked before opening (opening a device can
+ * have effects) and the open file again (it may have been replaced);
+ * O_NONBLOCK keeps even that open from waiting for a FIFO's writer. */
+static yolo_status read_file(const char *path, uint64_t max_bytes, uint8_t **data, size_t *size)
+{
+    struct stat st;
+    if (stat(path, &st) != 0)
         return yolo_fail(YOLO_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    size_t cap = 1 << 16, n = 0;
-    uint8_t *buf = malloc(cap);
-    yolo_status st = buf ? YOLO_OK : yolo_fail(YOLO_ERR_NOMEM, "%s: no memory to read it", path);
-    while (st == YOLO_OK) {
-        n += fread(buf + n, 1, cap - n, f);
-        if (ferror(f)) {
-            st = yolo_fail(YOLO_ERR_IO, "%s: read error: %s", path, strerror(errno));
-        } else if (feof(f)) {
-            break;
-        } else if (cap >= IMAGE_MAX_FILE_BYTES) {
-            st = yolo_fail(YOLO_ERR_IMAGE, "%s: file is larger than %zu bytes", path,
-                           IMAGE_MAX_FILE_BYTES);
-        } else {
-            uint8_t *bigger = realloc(buf, cap * 2);
-            if (!bigger)
-                st = yolo_fail(YOLO_ERR_NOMEM, "%s: no memory to read it", path);
-            else
-                buf = bigger, cap *= 2;
-        }
+    if (!S_ISREG(st.st_mode))
+        return not_regular(path, st.st_mode);
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+    if (fd < 0)
+        return yolo_fail(YOLO_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    yolo_status status = YOLO_OK;
+    uint8_t *buf = NULL;
+    size_t want = 0, got = 0;
+    if (fstat(fd, &st) != 0)
+        status = yolo_fail(YOLO_ERR_IO, "%s: cannot stat: %s", path, strerror(errno));
+    else if (!S_ISREG(st.st_mode))
+        status = not_regular(path, st.st_mode);
+    else if ((uint64_t)st.st_size > max_bytes || (uint64_t)st.st_size >= SIZE_MAX)
+        status = yolo_fail(YOLO_ERR_IMAGE,
+                           "%s: file is %lld bytes, too large: the limit is %llu bytes "
+                           "(yolo_image_load_params.max_file_bytes)",
+                           path, (long long)st.st_size, (unsigned long long)max_bytes);
+    else if (!(buf = malloc((want = (size_t)st.st_size) + 1)))
+        status = yolo_fail(YOLO_ERR_NOMEM, "%s: no memory to read its %zu bytes", path, want);
+    while (status == YOLO_OK && got < want) {
+        ssize_t n = read(fd, buf + got, want - got);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            status = yolo_fail(YOLO_ERR_IO, "%s: read error: %s", path, strerror(errno));
+        else if (n == 0)
+            break; /* shrank since fstat: the decoder sees a short file */
+        else
+            got += (size_t)n;
     }
-    fclose(f);
-    if (st != YOLO_OK) {
+    close(fd);
+    if (status != YOLO_OK) {
         free(buf);
-        return st;
+        return status;
     }
     *data = buf;
-    *size = n;
+    *size = got;
     return YOLO_OK;
 }
 
-yolo_status yolo_image_load(const char *path, yolo_image *out)
+yolo_status yolo_image_load_ex(const char *path, const yolo_image_load_params *params,
+                               yolo_image *out)
 {
     yolo_clear_error();
     if (!path || !out)
         return yolo_fail(YOLO_ERR_INVALID_ARG, "yolo_image_load: path or out is NULL");
     memset(out, 0, sizeof *out);
-    uint8_t *data = NULL;
-    size_t size = 0;
-    yolo_status st = read_file(path, &data, &size);
+    yolo_image_load_params lim;
+    yolo_status st = load_limits(params, "yolo_image_load", &lim);
     if (st != YOLO_OK)
         return st;
-    st = decode_any(data, size, path, out);
+    uint8_t *data = NULL;
+    size_t size = 0;
+    st = read_file(path, lim.max_file_bytes, &data, &size);
+    if (st != YOLO_OK)
+        return st;
+    st = decode_any(data, size, path, lim.max_pixels, out);
     free(data);
     return st;
+}
+
+yolo_status yolo_image_load(const char *path, yolo_image *out)
+{
+    return yolo_image_load_ex(path, NULL, out);
 }
 
 yolo_status yolo_image_from_rgb(const uint8_t *rgb, int width, int height, int row_stride,
@@ -422,7 +548,7 @@ yolo_status yolo_image_from_rgb(const uint8_t *rgb, int width, int height, int r
     if (!rgb || width <= 0 || height <= 0)
         return yolo_fail(YOLO_ERR_INVALID_ARG, "yolo_image_from_rgb: bad image %dx%d%s", width,
                          height, rgb ? "" : " (rgb is NULL)");
-    yolo_status st = check_size("yolo_image_from_rgb", (unsigned long)width, (unsigned long)height);
+    yolo_status st = check_size_absolute("yolo_image_from_rgb", width, height);
     if (st != YOLO_OK)
         return YOLO_ERR_INVALID_ARG;
     if (row_stride == 0)
@@ -540,7 +666,7 @@ yolo_status yolo_image_save(const yolo_image *img, const char *path)
     yolo_clear_error();
     if (!img || !path || !img->rgb || img->width <= 0 || img->height <= 0)
         return yolo_fail(YOLO_ERR_INVALID_ARG, "yolo_image_save: no image or no path");
-    if (check_size(path, (unsigned long)img->width, (unsigned long)img->height) != YOLO_OK)
+    if (check_size_absolute(path, img->width, img->height) != YOLO_OK)
         return YOLO_ERR_INVALID_ARG;
     FILE *f = fopen(path, "wb");
     if (!f)
