@@ -40,6 +40,8 @@ static const opt_def OPTS[] = {
     {"iou", K_DOUBLE, OFF(iou), 0, 1, "X", "NMS IoU threshold"},
     {"multi-label", K_FLAG, OFF(multi_label), 0, 1, NULL, "one box per class above conf (test.py)"},
     {"max-det", K_INT, OFF(max_det), 1, 100000, "N", "detections kept per image"},
+    {"max-arena", K_INT, OFF(max_arena_mib), 0, 1048576, "MIB",
+     "activation memory a context may plan, MiB (0: the library's default, 4096)"},
     {"warmup", K_INT, OFF(warmup), 0, 1000000, "W", "warm-up passes, reported apart"},
     {"runs", K_INT, OFF(runs), 1, 1000000, "R", "timed passes (without the layer callback)"},
     {"min-time", K_DOUBLE, OFF(min_time), 0, 86400, "S",

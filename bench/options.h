@@ -20,6 +20,7 @@ typedef struct {
     double conf, iou;
     int multi_label;
     int max_det;
+    int max_arena_mib;    /* yolo_ctx_params.max_arena_bytes in MiB; 0 = the library's default */
     int warmup;           /* passes before the timed ones, reported apart */
     int runs;             /* timed passes without the layer callback */
     double min_time;      /* seconds: keep making timed passes until this long */

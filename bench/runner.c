@@ -357,7 +357,8 @@ static int forward_batch(step_ctx *sc, batch_buf *bb, pass_rec *pr, yolo_ctx *ct
     yolo_status st = yolo_forward(ctx, bb->input, bb->n, bb->H, bb->W);
     t1 = bench_now_ns();
     if (st != YOLO_OK) {
-        set_err(r->err, sizeof r->err, "forward pass failed: %s", yolo_last_error());
+        set_err(r->err, sizeof r->err, "forward pass failed: %s%s", yolo_last_error(),
+                st == YOLO_ERR_NOMEM ? " (--max-arena MIB sets that limit)" : "");
         return -1;
     }
     step_done(sc, ST_FORWARD, -1, t0, t1);
@@ -669,6 +670,7 @@ static int load_model(bench_run *r)
     if (sha256_file_hex(o->model, r->model_sha) != 0)
         snprintf(r->model_sha, sizeof r->model_sha, "unreadable");
     yolo_ctx_params cp = yolo_ctx_default_params();
+    cp.max_arena_bytes = (uint64_t)o->max_arena_mib << 20;
     cp.threads = o->threads;
     cp.no_winograd = o->no_winograd;
     if (o->isa)

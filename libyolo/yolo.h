@@ -283,7 +283,18 @@ typedef struct {
      * check it the same way but have no ISA-specific code of their own
      * (GEMM's sgemm is OpenBLAS's, which picks its kernels itself). */
     yolo_isa isa;
+    /* Largest activation memory one plan may allocate, in bytes: the arena
+     * of layer outputs plus the scratch (yolo_ctx_memory's arena_bytes +
+     * scratch_bytes). yolo_ctx_plan / yolo_forward refuse a shape that needs
+     * more with YOLO_ERR_NOMEM, before allocating, naming the size asked and
+     * this limit: a small model file can otherwise ask for gigabytes. 0 = the
+     * default, YOLO_CTX_DEFAULT_MAX_ARENA_BYTES (4 GiB; with the FAST
+     * backend yolov7 needs 81 MiB at 1x3x640x640 and 2.35 GiB at batch 32;
+     * REFERENCE keeps every layer's output: 470 MiB at batch 1). */
+    uint64_t max_arena_bytes;
 } yolo_ctx_params;
+
+#define YOLO_CTX_DEFAULT_MAX_ARENA_BYTES ((uint64_t)4 << 30)
 
 yolo_ctx_params yolo_ctx_default_params(void);
 
@@ -301,7 +312,9 @@ yolo_status yolo_ctx_threads(const yolo_ctx *ctx, int *threads);
 yolo_status yolo_ctx_isa(const yolo_ctx *ctx, yolo_isa *out);
 
 /* Plans activation memory for one input shape (done by yolo_forward when the
- * shape changes; call it ahead to keep allocation out of timed runs). */
+ * shape changes; call it ahead to keep allocation out of timed runs). A
+ * shape needing more than the ctx's max_arena_bytes is refused
+ * (YOLO_ERR_NOMEM) before anything is allocated. */
 yolo_status yolo_ctx_plan(yolo_ctx *ctx, int batch, int height, int width);
 
 typedef struct {

@@ -89,7 +89,7 @@ elif what == "run":
     r = load("run.json")
     assert r["completed"] is True and r["schema_version"] == 1, r
     for k in ["count", "batch", "img-size", "square", "conf", "iou", "multi-label", "warmup",
-              "runs", "min-time", "threads", "pin", "run-dir", "save-raw", "quiet"]:
+              "runs", "min-time", "threads", "pin", "run-dir", "save-raw", "quiet", "max-arena"]:
         assert k in r["options"], k
     assert len(r["model"]["sha256"]) == 64 and r["model"]["classes"] > 0
     assert r["model"]["gflops_at_img_size_square"] > 0
@@ -493,6 +493,9 @@ printf 'runs = 2\nbogus = 1\n' >"$T/bad.conf"
 expect_fail "unknown key in a suite file names file and line" "bad.conf:2: unknown key" 64 -- "$MODEL" "$IMAGES" --config "$T/bad.conf"
 expect_fail "missing suite file" "cannot read config file" 64 -- "$MODEL" "$IMAGES" --config "$T/none.conf"
 check "no run folder left by these failures" test ! -e "$T/x7" -a ! -e "$T/x8"
+expect_fail "--max-arena 1: the first forward is refused, naming the size and the limit" \
+    "needs [0-9]* bytes of activation memory .*limit of 1048576 bytes" 1 -- \
+    "$MODEL" "$IMAGES" --max-arena 1 --count 1 --warmup 0 --runs 1 --no-images --quiet --run-dir "$T/arena"
 
 # ---- SIGTERM: like SIGINT, exit 143 ------------------------------------------------------------------
 "$RUN" "$MODEL" "$IMAGES" --run-dir "$T/term" --warmup 0 --runs 1000 --no-images --quiet >/dev/null 2>"$T/err" &

@@ -1,7 +1,7 @@
 /*
  * Tests of graph planning and execution (libyolo/src/graph.c) and the
  * detect pipeline glue (detect.c) on models written by test/modelgen.h:
- * planning errors, the arena plan's invariants (Concat members aliased into
+ * planning errors, the activation memory limit, the arena plan's invariants (Concat members aliased into
  * their Concat's memory included), memory reuse giving the same
  * results as keeping every output and as the naive REFERENCE backend, the
  * per-layer callback and cancelling, batching, re-planning.
@@ -125,6 +125,62 @@ static void test_plan_errors(void **state)
     bad = yolo_ctx_default_params();
     bad.backend = (yolo_backend)7;
     assert_int_equal(yolo_ctx_create(full, &bad, &c), YOLO_ERR_INVALID_ARG);
+}
+
+/* A shape needing more activation memory (arena + scratch) than the ctx's
+ * max_arena_bytes is refused before anything is allocated, with the size
+ * asked and the limit in the message; the limit is inclusive, and 0 is the
+ * default of 4 GiB, which this model of a few kB exceeds at 16384x16384. */
+static void expect_over_limit(yolo_ctx *c, int h, int w, uint64_t need, uint64_t limit)
+{
+    yolo_status st = yolo_ctx_plan(c, 1, h, w);
+    const char *msg = yolo_last_error();
+    char shape[64], asked[32], lim[32];
+    snprintf(shape, sizeof shape, "1x3x%dx%d input", h, w);
+    snprintf(asked, sizeof asked, "needs %llu bytes", (unsigned long long)need);
+    snprintf(lim, sizeof lim, "limit of %llu bytes", (unsigned long long)limit);
+    if (st != YOLO_ERR_NOMEM || !strstr(msg, shape) || (need && !strstr(msg, asked)) ||
+        !strstr(msg, lim) || !strstr(msg, "max_arena_bytes") || !strstr(msg, tmp_path))
+        fail_msg("plan %dx%d with a limit of %llu: %s \"%s\"", h, w, (unsigned long long)limit,
+                 yolo_status_str(st), msg);
+    assert_null(c->arena); /* nothing allocated */
+    yolo_ctx_memory m;
+    assert_int_equal(yolo_ctx_memory_info(c, &m), YOLO_OK);
+    assert_int_equal(m.arena_bytes, 0); /* not planned */
+}
+
+static void test_arena_limit(void **state)
+{
+    (void)state;
+    yolo_ctx_params p = yolo_ctx_default_params();
+    assert_true(p.max_arena_bytes == YOLO_CTX_DEFAULT_MAX_ARENA_BYTES);
+    assert_true(p.max_arena_bytes == (uint64_t)4 << 30);
+    yolo_ctx *c;
+    assert_int_equal(yolo_ctx_create(full, &p, &c), YOLO_OK);
+    assert_int_equal(yolo_ctx_plan(c, 1, 640, 640), YOLO_OK);
+    yolo_ctx_memory m;
+    assert_int_equal(yolo_ctx_memory_info(c, &m), YOLO_OK);
+    uint64_t need = m.arena_bytes + m.scratch_bytes;
+    yolo_ctx_free(c);
+
+    p.max_arena_bytes = need; /* exactly enough */
+    assert_int_equal(yolo_ctx_create(full, &p, &c), YOLO_OK);
+    assert_int_equal(yolo_ctx_plan(c, 1, 640, 640), YOLO_OK);
+    yolo_ctx_free(c);
+
+    p.max_arena_bytes = need - 1;
+    assert_int_equal(yolo_ctx_create(full, &p, &c), YOLO_OK);
+    expect_over_limit(c, 640, 640, need, need - 1);
+    float *x = random_input(1, 640, 640, 5); /* yolo_forward plans, so refuses too */
+    assert_int_equal(yolo_forward(c, x, 1, 640, 640), YOLO_ERR_NOMEM);
+    free(x);
+    assert_int_equal(yolo_ctx_plan(c, 1, 64, 64), YOLO_OK); /* smaller shapes still fit */
+    yolo_ctx_free(c);
+
+    p.max_arena_bytes = 0; /* the default */
+    assert_int_equal(yolo_ctx_create(full, &p, &c), YOLO_OK);
+    expect_over_limit(c, 16384, 16384, 0, YOLO_CTX_DEFAULT_MAX_ARENA_BYTES);
+    yolo_ctx_free(c);
 }
 
 /* ---- the plan checked from first principles -------------------------------- */
@@ -1020,6 +1076,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_plan_errors),
+        cmocka_unit_test(test_arena_limit),
         cmocka_unit_test(test_ctx_threads),
         cmocka_unit_test(test_plan_invariants),
         cmocka_unit_test(test_plan_check_catches_alias_errors),

@@ -154,6 +154,7 @@ yolo_ctx_params yolo_ctx_default_params(void)
     p.on_layer = NULL;
     p.user = NULL;
     p.isa = YOLO_ISA_AUTO;
+    p.max_arena_bytes = YOLO_CTX_DEFAULT_MAX_ARENA_BYTES;
     return p;
 }
 
@@ -191,6 +192,8 @@ yolo_status yolo_ctx_create(const yolo_model *model, const yolo_ctx_params *para
         return yolo_fail(YOLO_ERR_NOMEM, "yolo_ctx_create: out of memory for %zu layers", n);
     }
     c->model = model;
+    if (p.max_arena_bytes == 0)
+        p.max_arena_bytes = YOLO_CTX_DEFAULT_MAX_ARENA_BYTES;
     c->params = p;
     c->keep_all = p.backend == YOLO_BACKEND_REFERENCE || p.keep_layer_outputs;
     /* Valid wherever plan_concat_aliases applies it (batch 1, not
@@ -451,6 +454,22 @@ static void plan_layers(yolo_ctx *ctx, yolo_shape input, size_t *scratch_floats)
     }
 }
 
+/* Before anything is allocated for the shape just planned. */
+static yolo_status check_arena_limit(const yolo_ctx *ctx)
+{
+    uint64_t need = (uint64_t)ctx->arena_bytes + (uint64_t)ctx->scratch_bytes;
+    uint64_t limit = ctx->params.max_arena_bytes;
+    if (need <= limit)
+        return YOLO_OK;
+    yolo_shape s = ctx->input_shape;
+    return yolo_fail(YOLO_ERR_NOMEM,
+                     "%s: a %dx%dx%dx%d input needs %llu bytes of activation memory (arena %zu + "
+                     "scratch %zu), more than this context's limit of %llu bytes "
+                     "(yolo_ctx_params.max_arena_bytes)",
+                     ctx->model->path, s.n, s.c, s.h, s.w, (unsigned long long)need,
+                     ctx->arena_bytes, ctx->scratch_bytes, (unsigned long long)limit);
+}
+
 static yolo_status plan(yolo_ctx *ctx, int batch, int height, int width)
 {
     ctx->planned = 0;
@@ -470,6 +489,9 @@ static yolo_status plan(yolo_ctx *ctx, int batch, int height, int width)
     plan_concat_aliases(ctx);
     place_outputs(ctx);
     ctx->scratch_bytes = scratch_floats * sizeof(float);
+    st = check_arena_limit(ctx);
+    if (st != YOLO_OK)
+        return st;
     st = graph_fast_plan(ctx, input);
     if (st != YOLO_OK)
         return st;
