@@ -145,8 +145,9 @@ typedef struct {
  * refused (YOLO_ERR_IMAGE) rather than gray-filled.
  * Only regular files are read (a FIFO, a device or a directory is refused at
  * once: YOLO_ERR_IO), and no more than the file's size when it was opened.
- * The limits of yolo_image_load_params apply, with their defaults; a decoder
- * running out of memory gives YOLO_ERR_NOMEM. */
+ * The limits of yolo_image_load_params apply, with their defaults. Running out
+ * of memory for the pixels, or in libjpeg (including its JPEGMEM limit),
+ * gives YOLO_ERR_NOMEM. */
 yolo_status yolo_image_load(const char *path, yolo_image *out);
 yolo_status yolo_image_load_memory(const void *data, size_t size, yolo_image *out);
 
