@@ -721,18 +721,23 @@ def serialize(graph, meta):
 
 
 def write_atomically(path, blob):
-    """Writes path.tmp then renames, so a failure never leaves a partial file."""
-    tmp = path + ".tmp"
+    """Writes a temporary file of a name no one else uses next to path, then
+    renames it over path: path is only ever absent, as before, or complete.
+    Whatever stops the write (an error, Ctrl-C) removes the temporary file."""
+    tmp = "%s.%d.%s.tmp" % (path, os.getpid(), os.urandom(4).hex())
     try:
-        with open(tmp, "wb") as fh:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        with os.fdopen(fd, "wb") as fh:
             fh.write(blob)
         os.replace(tmp, path)
-    except OSError as e:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except OSError:
             pass
-        raise ExportError("cannot write %s: %s" % (path, e.strerror)) from None
+        if isinstance(e, OSError):
+            raise ExportError("cannot write %s: %s" % (path, e.strerror)) from None
+        raise
 
 
 # ---- command line -------------------------------------------------------------------
