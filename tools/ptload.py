@@ -295,7 +295,14 @@ def load(path):
                 raise PtLoadError("%s: unknown byteorder %r" % (path, bo))
         try:
             data = zf.read(pkls[0])
-            return _Unpickler(data, zf, prefix, byteorder).load()
+            unpickler = _Unpickler(data, zf, prefix, byteorder)
+            try:
+                return unpickler.load()
+            finally:
+                # The memo holds the unpickler's own methods, and the cycle
+                # collector does not look into the C unpickler's memo: without
+                # this, every checkpoint read stays in memory for good.
+                unpickler.memo.clear()
         except PtLoadError:
             raise
         except (pickle.UnpicklingError, EOFError, TypeError, ValueError, AttributeError,
