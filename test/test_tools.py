@@ -7,6 +7,10 @@ Needs numpy only. Every checkpoint is built here: a small writer emits the
 (classes whose __module__/__qualname__ are set to e.g. models.common.Conv,
 storages as persistent ids), so neither torch nor external files are needed.
 
+Hostile checkpoints (pickles with huge memo indices, deep or flooding stacks,
+lengths past the end) must each be refused cleanly within a time and an
+address-space limit.
+
 Each exported file is read back by an independent reader of
 docs/model-format.md (checking CRCs, alignment and sizes) and run by a numpy
 forward pass that follows the format's layer semantics; that result is
@@ -20,11 +24,14 @@ import hashlib
 import io
 import os
 import pickle
+import resource
 import shutil
 import struct
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 import traceback
 import zipfile
 import zlib
@@ -813,14 +820,10 @@ def test_default_name_and_shared_strided_storage():
 
 
 def test_rejects_unknown_global():
-    pt = tmp("evil.pt")
     marker = tmp("pwned")
     evil = (b"\x80\x02cos\nsystem\nX" + struct.pack("<I", len("touch " + marker))
             + ("touch " + marker).encode() + b"\x85R.")
-    with zipfile.ZipFile(pt, "w") as zf:
-        zf.writestr("archive/data.pkl", evil)
-        zf.writestr("archive/version", "3\n")
-    expect_failure(pt, tmp("evil.bin"), "os.system")
+    expect_failure(pt_with_pickle("evil", evil), tmp("evil.bin"), "os.system")
     assert not os.path.exists(marker), "the pickle ran code"
 
 
@@ -903,6 +906,117 @@ def test_works_with_torch_hidden():
 def test_help():
     r = subprocess.run([sys.executable, EXPORT, "--help"], capture_output=True, text=True)
     assert r.returncode == 0 and "--no-fuse" in r.stdout and "--name" in r.stdout
+
+
+# ---- hostile checkpoints ---------------------------------------------------------------
+# Each must be refused cleanly: status 1, one line that names the file and the
+# problem, no traceback, nothing left at the output path; under an address-space
+# limit, with a peak RSS near a normal export's, and within a time far above what
+# a refusal takes (well under 1 s) and far below a hang.
+
+MEM_LIMIT = 1 << 30
+TIME_LIMIT = 10
+PEAK_MARGIN_KIB = 100 << 10
+
+
+def _limit_memory():
+    resource.setrlimit(resource.RLIMIT_AS, (MEM_LIMIT, MEM_LIMIT))
+
+
+def bounded_run(argv, timeout=TIME_LIMIT):
+    """Runs argv under MEM_LIMIT; returns (status, output, seconds, peak RSS in KiB).
+    A run still going after timeout seconds is killed, and fails the test."""
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1")
+    with tempfile.TemporaryFile() as out:
+        start = time.monotonic()
+        p = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env,
+                             preexec_fn=_limit_memory)
+        timer = threading.Timer(timeout, p.kill)
+        timer.start()
+        _, status, usage = os.wait4(p.pid, 0)
+        timer.cancel()
+        p.returncode = os.waitstatus_to_exitcode(status)
+        secs = time.monotonic() - start
+        out.seek(0)
+        text = out.read().decode("utf-8", "replace")
+    assert secs < timeout, "still running after %d s, killed: %s" % (timeout, text[-500:])
+    return p.returncode, text, secs, usage.ru_maxrss
+
+
+def hostile_base():
+    """A training-style checkpoint (model and ema): more than 256 memo entries,
+    so its pickle has the 4-byte memo indices of real ones."""
+    return {"model": tiny_net(seed=1)[0], "ema": tiny_net(seed=2)[0], "optimizer": None,
+            "epoch": -1}
+
+
+_BASELINE = []
+
+
+def baseline_peak():
+    """Peak RSS (KiB) of a normal export of hostile_base(), measured once."""
+    if not _BASELINE:
+        save_pt(hostile_base(), tmp("base.pt"))
+        rc, msg, _, peak = bounded_run([sys.executable, EXPORT, tmp("base.pt"), tmp("base.bin")])
+        assert rc == 0, msg
+        _BASELINE.append(peak)
+    return _BASELINE[0]
+
+
+def check_refusal(pt, out, rc, msg):
+    """The clean-refusal rules, for one run."""
+    lines = msg.strip().splitlines()
+    assert rc == 1 and len(lines) == 1 and lines[0].startswith("export.py: error: %s: " % pt), \
+        "not a clean refusal (status %s): %s" % (rc, msg[-3000:])
+    for net in ("out of memory", "nesting too deep"):    # main()'s last resort, not a limit
+        assert net not in msg, "refused by the last-resort handler: %s" % msg
+    assert not leftovers(out), "output left behind: %s" % leftovers(out)
+
+
+def expect_refusal(pt, stem, *words, extra=()):
+    """Exports pt, which must be refused cleanly and within the bounds, with a
+    message holding each of words. Returns (seconds, peak RSS KiB)."""
+    out = tmp(stem + ".bin")
+    rc, msg, secs, peak = bounded_run([sys.executable, EXPORT, pt, out] + list(extra))
+    check_refusal(pt, out, rc, msg)
+    for w in words:
+        assert w.lower() in msg.lower(), "message %r lacks %r" % (msg.strip(), w)
+    assert peak <= baseline_peak() + PEAK_MARGIN_KIB, \
+        "%s: peak RSS %d KiB, a normal export %d KiB" % (stem, peak, baseline_peak())
+    return secs, peak
+
+
+def pt_with_pickle(stem, data):
+    """A checkpoint zip whose data.pkl is the given bytes."""
+    path = tmp(stem + ".pt")
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("archive/data.pkl", data)
+        zf.writestr("archive/version", "3\n")
+    return path
+
+
+def long_pickle(*parts):
+    return b"\x80\x02" + b"".join(parts) + b"."
+
+
+def test_refuses_pickles_beyond_the_bounds():
+    cases = [
+        # a dict stored at memo index 2**31 - 16: the unpickler's memo array grows to it
+        ("memo", long_pickle(b"}r", struct.pack("<I", 0x7FFFFFF0)), "memo index", "--max-memo"),
+        ("memo_get", long_pickle(b"}j", struct.pack("<I", 4321)), "never stored"),
+        ("stack", long_pickle(b"N" * 150000), "--max-stack"),
+        ("marks", long_pickle(b"(" * 150000, b"N"), "--max-stack"),
+        # a tuple 300,000 deep as a dict key: hashing it overflows the C stack
+        ("tuple", long_pickle(b"})", b"\x85" * 300000, b"Ns"), "tuples nested", "--max-depth"),
+        ("bytes", long_pickle(b"B", struct.pack("<I", 0x7FFFFFF0), b"ab"), "remain"),
+        ("string", long_pickle(b"\x8d", struct.pack("<Q", 1 << 62), b"ab"), "remain"),
+    ]
+    for stem, data, *words in cases:
+        expect_refusal(pt_with_pickle(stem, data), stem, "data.pkl", *words)
+    save_pt(hostile_base(), tmp("ops.pt"))
+    expect_refusal(tmp("ops.pt"), "ops", "opcodes", extra=["--max-pickle-ops", "1000"])
+    expect_refusal(tmp("ops.pt"), "pkl_bytes", "--max-pickle-bytes",
+                   extra=["--max-pickle-bytes", "1000"])
 
 
 def main():

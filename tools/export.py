@@ -785,33 +785,73 @@ def parse_args(argv):
                          "(implicit layers are folded into the head regardless)")
     ap.add_argument("--name", help="model name stored in the file (default: from IN)")
     ap.add_argument("--quiet", action="store_true", help="print nothing on success")
+    lim = ap.add_argument_group(
+        "limits", "bounds on what a checkpoint may make the exporter do, so that a hostile "
+        "or broken file is refused instead of taking all time or memory; the defaults are "
+        "far above any YOLOv7 (docs/exporter.md)")
+    for name, default, meaning in ptload.LIMITS:
+        lim.add_argument(ptload.option(name), dest=name, type=positive, default=default,
+                         metavar="N", help="%s (default %d)" % (meaning, default))
     return ap.parse_args(argv)
 
 
-def export(args):
-    ckpt = ptload.load(args.input)
-    with open(args.input, "rb") as fh:
-        sha = hashlib.sha256(fh.read()).digest()
-    model, where = ptload.select_model(ckpt)
-    ex = Exporter(fuse=not args.no_fuse)
-    graph = ex.run(model)
-    shapes, macs = propagate(graph, 640, 640)
-    head = ex.head
+def positive(text):
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError("%r is not an integer" % text) from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("%r is not positive" % text)
+    return value
+
+
+def model_name(args):
+    """--name, or the input's file name; checked before the checkpoint is read."""
     name = args.name
     if name is None:
         name = os.path.splitext(os.path.basename(args.input))[0][:63]
     if not name or len(name.encode("utf-8")) > 63 or "\0" in name:
         fail("--name", "%r must be 1..63 bytes of UTF-8 without NUL" % name)
+    return name
+
+
+def sha256_of(path):
+    """A MiB at a time: the file may be as large as --max-bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.digest()
+
+
+def export(args):
+    name = model_name(args)
+    limits = ptload.Limits(**{n: getattr(args, n) for n, _, _ in ptload.LIMITS})
+    ckpt = ptload.load(args.input, limits)
+    try:
+        result = build(args, name, ckpt)
+    except (ExportError, ptload.PtLoadError) as e:
+        raise ExportError("%s: %s" % (args.input, e)) from None
+    write_atomically(args.output, result["blob"])
+    return result
+
+
+def build(args, name, ckpt):
+    """The model file's bytes, and what the summary reports, from a loaded checkpoint."""
+    model, where = ptload.select_model(ckpt)
+    ex = Exporter(fuse=not args.no_fuse)
+    graph = ex.run(model)
+    shapes, macs = propagate(graph, 640, 640)
+    head = ex.head
     acts = ex.act_counts
     main_act = max(acts, key=lambda a: acts[a]) if acts else ACT_NONE
     meta = dict(head=head, img_size=1280 if head["nl"] == 4 else 640, act=main_act,
-                fused=0 if args.no_fuse else 1, sha256=sha, name=name,
+                fused=0 if args.no_fuse else 1, sha256=sha256_of(args.input), name=name,
                 names=class_names(model, head["nc"]))
     blob = serialize(graph, meta)
-    write_atomically(args.output, blob)
     params = sum(t.size for _, t in graph.tensors)
-    return dict(name=name, where=where, graph=graph, params=params, macs=macs, size=len(blob),
-                head=head, dtypes=float_dtypes(model), ex=ex, act=main_act)
+    return dict(name=name, where=where, graph=graph, params=params, macs=macs, blob=blob,
+                size=len(blob), head=head, dtypes=float_dtypes(model), ex=ex, act=main_act)
 
 
 def summary(args, r):
@@ -854,6 +894,13 @@ def main(argv=None):
     except OSError as e:
         print("export.py: error: %s: %s" % (e.filename or args.input, e.strerror),
               file=sys.stderr)
+        return 1
+    except (MemoryError, RecursionError) as e:
+        # A last resort: the limits are meant to refuse a file long before this.
+        print("export.py: error: %s: %s while reading it (a checkpoint too large or too "
+              "deeply nested for this machine; see the --max-* options)"
+              % (args.input, "out of memory" if isinstance(e, MemoryError)
+                 else "nesting too deep"), file=sys.stderr)
         return 1
     if not args.quiet:
         summary(args, result)

@@ -11,11 +11,17 @@ pickled __dict__ (with `_parameters`, `_buffers`, `_modules`).
     model, where = select_model(ckpt)   # the Model: ema if truthy, else model
 
 Errors are raised as PtLoadError with a message meant for the user.
+
+A hostile file must not be able to make the loader hang or take unbounded
+memory: `Limits` bounds the pickle, checked opcode by opcode by `scan_pickle`
+before the C unpickler runs it. Each refusal names the limit, so that a caller
+with a real need can raise it.
 """
 
 import collections
 import io
 import pickle
+import pickletools
 import zipfile
 
 import numpy as np
@@ -23,6 +29,54 @@ import numpy as np
 
 class PtLoadError(Exception):
     """A checkpoint that cannot (or must not) be read."""
+
+
+# ---- limits -------------------------------------------------------------------
+# Each default is several times what the largest YOLOv7 needs, and far below
+# what hurts a machine (docs/exporter.md gives the reasoning per limit). The
+# largest official model, yolov7-e6e (151.7 M parameters), is a ~300 MB fp16
+# file; a train.py checkpoint of it that keeps model, ema and SGD momentum holds
+# ~1.2 GB of storages in ~3,600 tensors (~1.8 GB and ~4,400 with Adam). The
+# synthetic yolov7 (tools/archs.py, 562 tensors) has 137 KB of pickle, 56,000
+# opcodes, 11,500 memo entries, a stack of at most 384, modules 4 and tuples
+# 2 deep.
+
+# (name, default, meaning) -- export.py turns each into a --max-... option.
+LIMITS = (
+    ("max_pickle_bytes", 16 << 20,
+     "bytes of data.pkl, inflated"),
+    ("max_pickle_ops", 2000000,
+     "opcodes in data.pkl (each builds at most one object)"),
+    ("max_memo", 1 << 20,
+     "memo indices of the pickle are below this (the unpickler's memo is an array "
+     "that large)"),
+    ("max_stack", 100000,
+     "items and marks on the unpickler's stack"),
+    ("max_depth", 64,
+     "nesting depth of tuples in the pickle"),
+)
+
+
+class Limits:
+    """The bounds a load works under; unnamed ones take their default."""
+
+    def __init__(self, **given):
+        for name, default, _ in LIMITS:
+            value = given.pop(name, None)
+            setattr(self, name, default if value is None else value)
+        if given:
+            raise TypeError("unknown limits: %s" % ", ".join(sorted(given)))
+
+
+def option(name):
+    """The command-line spelling of a limit: max_bytes -> --max-bytes."""
+    return "--" + name.replace("_", "-")
+
+
+def over(limit, what, value, bound):
+    """The refusal for a limit that a checkpoint exceeds."""
+    return PtLoadError("%s: %d, more than the limit of %d (%s)"
+                       % (what, value, bound, option(limit)))
 
 
 # ---- storages ---------------------------------------------------------------
@@ -203,6 +257,193 @@ def _codecs_encode(text, encoding="utf-8"):
     return text.encode(encoding)
 
 
+# ---- checking the pickle before it runs -----------------------------------------
+
+def _effects():
+    """opcode -> (what it does to the stack, items it takes below a mark, items it
+    pops, items it pushes), from pickletools' description of every opcode."""
+    mark = pickletools.markobject
+    special = {"PUT": "put", "BINPUT": "put", "LONG_BINPUT": "put", "MEMOIZE": "put",
+               "GET": "get", "BINGET": "get", "LONG_BINGET": "get", "FRAME": "frame",
+               "POP": "pop", "DUP": "dup", "MARK": "mark", "EMPTY_TUPLE": "tuple",
+               "TUPLE1": "tuple", "TUPLE2": "tuple", "TUPLE3": "tuple"}
+    table = {}
+    for op in pickletools.opcodes:
+        before = op.stack_before
+        if mark in before:      # pops down to the last MARK, then the items below it
+            kind = "marked_tuple" if op.name in ("TUPLE", "FROZENSET") else "marked"
+            table[op] = (kind, before.index(mark), 0, len(op.stack_after))
+        else:
+            table[op] = (special.get(op.name, "plain"), 0, len(before), len(op.stack_after))
+    return table
+
+
+EFFECTS = _effects()
+
+
+class _Scan:
+    """A dry run of the unpickler's stack and memo, opcode by opcode.
+
+    The C unpickler grows its memo array to whatever index a PUT names, pushes
+    without bound and hashes nested tuples recursively (a deep enough tuple used
+    as a dict key crashes the interpreter). Tracking the stack as the nesting
+    depth of each item (0 unless it is a tuple: lists and dicts cannot be
+    hashed, and a tuple never changes) bounds all three before anything runs."""
+
+    def __init__(self, data, limits):
+        self.data, self.limits = data, limits
+        self.stack = []     # per item: how deep tuples nest in it
+        self.marks = [0]    # stack heights at each MARK (0: the bottom)
+        self.memo = {}      # memo index -> the depth of the item stored there
+        self.ops = 0
+        self.pos = 0
+
+    def refuse(self, msg):
+        return PtLoadError("data.pkl, byte %d: %s" % (self.pos, msg))
+
+    def pop(self, n):
+        """The top n items, which must lie above the last MARK."""
+        if len(self.stack) - self.marks[-1] < n:
+            raise self.refuse("pops more than the stack holds")
+        items = self.stack[len(self.stack) - n:]
+        del self.stack[len(self.stack) - n:]
+        return items
+
+    def push(self, depth):
+        if depth > self.limits.max_depth:
+            raise over("max_depth", "data.pkl, byte %d: tuples nested" % self.pos, depth,
+                       self.limits.max_depth)
+        self.stack.append(depth)
+
+    def memo_index(self, op, arg):
+        idx = len(self.memo) if op.name == "MEMOIZE" else arg
+        if not isinstance(idx, int) or not 0 <= idx < self.limits.max_memo:
+            raise over("max_memo", "data.pkl, byte %d: memo index" % self.pos, idx,
+                       self.limits.max_memo - 1)
+        return idx
+
+    def step(self, op, arg, pos):
+        self.pos = pos
+        self.ops += 1
+        if self.ops > self.limits.max_pickle_ops:
+            raise over("max_pickle_ops", "data.pkl: opcodes", self.ops,
+                       self.limits.max_pickle_ops)
+        kind, below, pops, pushes = EFFECTS[op]
+        if kind == "plain":
+            self.pop(pops)
+            self.stack.extend([0] * pushes)
+        elif kind == "put":
+            if len(self.stack) <= self.marks[-1]:
+                raise self.refuse("%s with nothing on the stack" % op.name)
+            self.memo[self.memo_index(op, arg)] = self.stack[-1]
+        elif kind == "get":
+            if self.memo_index(op, arg) not in self.memo:
+                raise self.refuse("%s of memo entry %d, which was never stored"
+                                  % (op.name, arg))
+            self.push(self.memo[arg])
+        elif kind == "tuple":
+            self.push(1 + max(self.pop(pops), default=0))
+        elif kind == "mark":
+            self.marks.append(len(self.stack))
+        else:
+            self.rare(op, arg, kind, below, pushes)
+        if len(self.stack) + len(self.marks) > self.limits.max_stack:
+            raise over("max_stack", "data.pkl, byte %d: stack items and marks" % pos,
+                       len(self.stack) + len(self.marks), self.limits.max_stack)
+
+    def rare(self, op, arg, kind, below, pushes):
+        if kind in ("marked", "marked_tuple"):
+            if len(self.marks) == 1:
+                raise self.refuse("%s without a MARK" % op.name)
+            items = self.stack[self.marks.pop():]
+            del self.stack[len(self.stack) - len(items):]
+            self.pop(below)                     # the list, dict or set below the mark
+            for _ in range(pushes):             # POP_MARK pushes nothing
+                self.push(1 + max(items, default=0) if kind == "marked_tuple" else 0)
+        elif kind == "dup":
+            self.push(self.pop(1)[0])
+            self.push(self.stack[-1])
+        elif kind == "pop":
+            if len(self.marks) > 1 and self.marks[-1] == len(self.stack):
+                self.marks.pop()    # the C unpickler's POP right after a MARK drops the MARK
+            else:
+                self.pop(1)
+        elif kind == "frame":
+            if arg > len(self.data) - self.pos:
+                raise self.refuse("a frame of %d bytes, only %d remain"
+                                  % (arg, len(self.data) - self.pos))
+        else:
+            raise AssertionError("opcode %s: no rule" % op.name)
+
+
+OPCODES = {op.code.encode("latin-1")[0]: op for op in pickletools.opcodes}
+# argument kinds that start with their length: (bytes of the length, signed)
+COUNTED = {pickletools.TAKEN_FROM_ARGUMENT1: (1, False),
+           pickletools.TAKEN_FROM_ARGUMENT4: (4, True),
+           pickletools.TAKEN_FROM_ARGUMENT4U: (4, False),
+           pickletools.TAKEN_FROM_ARGUMENT8U: (8, False)}
+INDEXED = {"PUT", "BINPUT", "LONG_BINPUT", "GET", "BINGET", "LONG_BINGET", "FRAME"}
+
+
+def _arg_end(data, op, start):
+    """Where op's argument ends: checked against the end of the data, so that no
+    length it declares is trusted before the bytes are known to be there."""
+    n = op.arg.n
+    if n >= 0:
+        end = start + n
+    elif n == pickletools.UP_TO_NEWLINE:
+        end = start
+        for _ in range(2 if op.arg.name == "stringnl_noescape_pair" else 1):
+            end = data.find(b"\n", end) + 1
+            if end == 0:
+                raise PtLoadError("no end of line after %s" % op.name)
+    else:
+        width, signed = COUNTED[n]
+        length = int.from_bytes(data[start:start + width], "little", signed=signed)
+        if length < 0:
+            raise PtLoadError("%s of length %d" % (op.name, length))
+        end = start + width + length
+    if end > len(data):
+        raise PtLoadError("%s needs %d bytes, only %d remain"
+                          % (op.name, end - start, len(data) - start))
+    return end
+
+
+def _opcodes(data):
+    """(opcode, its integer argument if a memo index or frame size, position) up to
+    STOP, without decoding the rest."""
+    pos = 0
+    while pos < len(data):
+        op = OPCODES.get(data[pos])
+        try:
+            if op is None:
+                raise PtLoadError("unknown opcode 0x%02x" % data[pos])
+            end = pos + 1 if op.arg is None else _arg_end(data, op, pos + 1)
+            value = None
+            if op.name in INDEXED:
+                raw = data[pos + 1:end]
+                text = op.arg.n == pickletools.UP_TO_NEWLINE
+                value = int(raw) if text else int.from_bytes(raw, "little")
+        except (PtLoadError, ValueError) as e:
+            raise PtLoadError("data.pkl, byte %d: %s" % (pos, e)) from None
+        yield op, value, pos
+        if op.name == "STOP":
+            return
+        pos = end
+    raise PtLoadError("data.pkl ends without STOP (truncated)")
+
+
+def scan_pickle(data, limits):
+    """Checks data.pkl before the C unpickler runs it: opcodes known and complete
+    (every length within what remains: nothing is allocated for bytes that are
+    not there), memo, stack, tuple depth and opcode count within the limits.
+    Returns the number of opcodes."""
+    scan = _Scan(data, limits)
+    for op, arg, pos in _opcodes(data):
+        scan.step(op, arg, pos)
+    return scan.ops
+
+
 # ---- the restricted unpickler -------------------------------------------------
 
 class _Unpickler(pickle.Unpickler):
@@ -263,8 +504,9 @@ class _Unpickler(pickle.Unpickler):
         return StorageRef(stype, str(key), numel)
 
 
-def load(path):
-    """Unpickles a .pt file safely; returns the saved object."""
+def load(path, limits=None):
+    """Unpickles a .pt file safely within the limits; returns the saved object."""
+    limits = limits or Limits()
     try:
         with open(path, "rb") as fh:
             magic = fh.read(4)
@@ -294,7 +536,15 @@ def load(path):
             elif bo != b"little":
                 raise PtLoadError("%s: unknown byteorder %r" % (path, bo))
         try:
-            data = zf.read(pkls[0])
+            info = zf.getinfo(pkls[0])
+            if info.file_size > limits.max_pickle_bytes:
+                raise over("max_pickle_bytes", "%s: bytes of data.pkl" % path, info.file_size,
+                           limits.max_pickle_bytes)
+            data = zf.read(info)
+            try:
+                scan_pickle(data, limits)
+            except PtLoadError as e:
+                raise PtLoadError("%s: %s" % (path, e)) from None
             unpickler = _Unpickler(data, zf, prefix, byteorder)
             try:
                 return unpickler.load()
