@@ -8,8 +8,8 @@ Needs numpy only. Every checkpoint is built here: a small writer emits the
 storages as persistent ids), so neither torch nor external files are needed.
 
 Hostile checkpoints (pickles with huge memo indices, deep or flooding stacks,
-lengths past the end) must each be refused cleanly within a time and an
-address-space limit.
+lengths past the end, zip bombs, too many tensors) must each be refused
+cleanly within a time and an address-space limit.
 
 Each exported file is read back by an independent reader of
 docs/model-format.md (checking CRCs, alignment and sizes) and run by a numpy
@@ -64,8 +64,9 @@ STORAGE_CLASS = {np.dtype(np.float16): fake_global("torch", "HalfStorage"),
 
 
 class Storage:
-    def __init__(self, flat):
+    def __init__(self, flat, numel=None):
         self.flat = np.ascontiguousarray(flat).reshape(-1)
+        self.numel = self.flat.size if numel is None else numel    # what the pickle declares
 
 
 class Tensor:
@@ -124,20 +125,33 @@ class _Pickler(pickle._Pickler):
         else:
             self.storages.append(obj)
             key = len(self.storages) - 1
-        return ("storage", STORAGE_CLASS[obj.flat.dtype], str(key), "cpu", obj.flat.size)
+        return ("storage", STORAGE_CLASS[obj.flat.dtype], str(key), "cpu", obj.numel)
 
 
-def save_pt(obj, path, drop_entries=(), prefix="archive"):
+def pickled(obj):
+    """(data.pkl bytes, storages in key order) as torch.save writes them."""
     buf = io.BytesIO()
     p = _Pickler(buf)
     p.dump(obj)
+    return buf.getvalue(), p.storages
+
+
+def save_pt(obj, path, drop_entries=(), prefix="archive", writers=None):
+    """Writes obj as a .pt zip; writers maps an entry name to a function
+    (zipfile, name) that writes that entry instead (hostile entries)."""
+    data, storages = pickled(obj)
+    entries = [(prefix + "/data.pkl", data)]
+    for key, s in enumerate(storages):
+        entries.append(("%s/data/%d" % (prefix, key),
+                        s.flat.astype(s.flat.dtype.newbyteorder("<")).tobytes()))
+    entries.append((prefix + "/version", b"3\n"))
+    writers = writers or {}
     with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
-        zf.writestr(prefix + "/data.pkl", buf.getvalue())
-        for key, s in enumerate(p.storages):
-            name = "%s/data/%d" % (prefix, key)
-            if name not in drop_entries:
-                zf.writestr(name, s.flat.astype(s.flat.dtype.newbyteorder("<")).tobytes())
-        zf.writestr(prefix + "/version", "3\n")
+        for name, blob in entries:
+            if name in writers:
+                writers[name](zf, name)
+            elif name not in drop_entries:
+                zf.writestr(name, blob)
 
 
 # ---- fake YOLOv7 modules with their float64 reference semantics ----------------------
@@ -995,6 +1009,23 @@ def pt_with_pickle(stem, data):
     return path
 
 
+def zeros_writer(nbytes):
+    """Writes an entry of nbytes zeros, deflated (~1000:1: a zip bomb)."""
+    def write(zf, name):
+        info = zipfile.ZipInfo(name)
+        info.compress_type = zipfile.ZIP_DEFLATED
+        chunk = bytes(1 << 20)
+        with zf.open(info, "w", force_zip64=True) as fh:
+            for _ in range(nbytes >> 20):
+                fh.write(chunk)
+    return write
+
+
+def storage_key(obj, storage):
+    """The zip entry the writer gives a storage."""
+    return "archive/data/%d" % pickled(obj)[1].index(storage)
+
+
 def long_pickle(*parts):
     return b"\x80\x02" + b"".join(parts) + b"."
 
@@ -1017,6 +1048,55 @@ def test_refuses_pickles_beyond_the_bounds():
     expect_refusal(tmp("ops.pt"), "ops", "opcodes", extra=["--max-pickle-ops", "1000"])
     expect_refusal(tmp("ops.pt"), "pkl_bytes", "--max-pickle-bytes",
                    extra=["--max-pickle-bytes", "1000"])
+
+
+def test_refuses_zip_bombs_and_oversized_storages():
+    bomb = 128 << 20
+    obj = hostile_base()
+    conv = obj["ema"]._modules["model"]._modules["0"]._modules["conv"]
+    # the zip says 128 MiB where the pickle says 216 halves: refused before inflating
+    key = storage_key(obj, conv._parameters["weight"].t.storage)
+    save_pt(obj, tmp("bomb.pt"), writers={key: zeros_writer(bomb)})
+    assert os.path.getsize(tmp("bomb.pt")) < 1 << 20
+    expect_refusal(tmp("bomb.pt"), "bomb", key, "the zip declares %d bytes" % bomb)
+    # the pickle agrees (a view of a 128 MiB storage) but --max-bytes is lower
+    big = Storage(np.zeros(0, np.float32), numel=bomb // 4)
+    conv._parameters["weight"] = Param(Tensor(big, 0, (8, 3, 3, 3), (27, 9, 3, 1)))
+    save_pt(obj, tmp("bomb2.pt"), writers={storage_key(obj, big): zeros_writer(bomb)})
+    expect_refusal(tmp("bomb2.pt"), "bomb2", "storages", "--max-bytes",
+                   extra=["--max-bytes", str(64 << 20)])
+    # a view with stride 0 claims 2**32 elements of a 1-element storage
+    conv._parameters["weight"] = Param(Tensor(Storage(np.zeros(1, np.float32)), 0,
+                                              (1 << 16, 1 << 16), (0, 0)))
+    save_pt(obj, tmp("stride0.pt"))
+    expect_refusal(tmp("stride0.pt"), "stride0", "bytes of tensors", "--max-bytes")
+    # data.pkl itself inflating to 128 MiB
+    save_pt(hostile_base(), tmp("pklbomb.pt"), writers={"archive/data.pkl": zeros_writer(bomb)})
+    expect_refusal(tmp("pklbomb.pt"), "pklbomb", "--max-pickle-bytes")
+    expect_refusal(tmp("pklbomb.pt"), "filesize", "file size", "--max-bytes",
+                   extra=["--max-bytes", "10000"])
+
+
+def test_refuses_too_many_tensors():
+    obj = hostile_base()
+    shared = Storage(np.zeros(4, np.float32))
+    obj["extra"] = [Tensor(shared, 0, (1,), (1,)) for _ in range(20001)]
+    save_pt(obj, tmp("many.pt"))
+    expect_refusal(tmp("many.pt"), "many", "tensors: 20001", "--max-tensors")
+    save_pt(hostile_base(), tmp("entries.pt"))
+    with zipfile.ZipFile(tmp("entries.pt"), "a") as zf:
+        for i in range(200):
+            zf.writestr("archive/junk/%d" % i, b"")
+    expect_refusal(tmp("entries.pt"), "entries", "zip entries", "--max-tensors",
+                   extra=["--max-tensors", "100"])
+    # names of 1,000 bytes: a directory too large for the entries allowed, refused
+    # before zipfile parses it
+    save_pt(hostile_base(), tmp("names.pt"))
+    with zipfile.ZipFile(tmp("names.pt"), "a") as zf:
+        for i in range(100):
+            zf.writestr("archive/junk/%d/%s" % (i, "n" * 1000), b"")
+    expect_refusal(tmp("names.pt"), "names", "zip directory bytes", "--max-tensors",
+                   extra=["--max-tensors", "100"])
 
 
 def main():

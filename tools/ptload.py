@@ -13,16 +13,19 @@ pickled __dict__ (with `_parameters`, `_buffers`, `_modules`).
 Errors are raised as PtLoadError with a message meant for the user.
 
 A hostile file must not be able to make the loader hang or take unbounded
-memory: `Limits` bounds the pickle, checked opcode by opcode by `scan_pickle`
-before the C unpickler runs it. Each refusal names the limit, so that a caller
-with a real need can raise it.
+memory: `Limits` bounds the zip, the pickle (checked opcode by opcode by
+`scan_pickle` before the C unpickler runs it), the storages and tensors. Each
+refusal names the limit, so that a caller with a real need can raise it.
 """
 
 import collections
 import io
+import os
 import pickle
 import pickletools
+import struct
 import zipfile
+import zlib
 
 import numpy as np
 
@@ -41,8 +44,15 @@ class PtLoadError(Exception):
 # opcodes, 11,500 memo entries, a stack of at most 384, modules 4 and tuples
 # 2 deep.
 
+GiB = 1 << 30
+
 # (name, default, meaning) -- export.py turns each into a --max-... option.
 LIMITS = (
+    ("max_bytes", 2 * GiB,
+     "bytes of the checkpoint file, of the storages it inflates to, of the tensors "
+     "rebuilt from them and of the model built: each at most this"),
+    ("max_tensors", 20000,
+     "tensors rebuilt from the pickle (zip entries: this + 64)"),
     ("max_pickle_bytes", 16 << 20,
      "bytes of data.pkl, inflated"),
     ("max_pickle_ops", 2000000,
@@ -103,6 +113,9 @@ class StorageType:
     def __init__(self, name):
         self.name = name
         self.dtype = STORAGE_DTYPES[name]
+        # bytes per element in the file, and in the array built (bfloat16 -> float32)
+        self.itemsize = 2 if self.dtype == "bfloat16" else np.dtype(self.dtype).itemsize
+        self.out_itemsize = 4 if self.dtype == "bfloat16" else self.itemsize
 
     def __repr__(self):
         return "torch.%s" % self.name
@@ -117,34 +130,128 @@ class StorageRef:
         self.numel = numel
 
 
-def _storage_array(zf, prefix, ref, byteorder, cache):
-    """Reads (once per key: storages can be shared) one storage as a 1-D array."""
-    if ref.key in cache:
-        return cache[ref.key]
-    entry = "%sdata/%s" % (prefix, ref.key)
+# ---- zip entries ------------------------------------------------------------------
+
+CHUNK = 1 << 20     # bytes inflated per read: memory follows the data that really arrives
+
+
+def _entry(zf, name, what):
     try:
-        raw = zf.read(entry)
+        return zf.getinfo(name)
     except KeyError:
-        raise PtLoadError("storage entry '%s' is missing from the zip" % entry) from None
-    if ref.stype.dtype == "bfloat16":
-        itemsize = 2
-    else:
-        itemsize = np.dtype(ref.stype.dtype).itemsize
-    if len(raw) != ref.numel * itemsize:
-        raise PtLoadError("storage '%s' holds %d bytes, expected %d x %d"
-                          % (entry, len(raw), ref.numel, itemsize))
-    if ref.stype.dtype == "bfloat16":
-        half = np.frombuffer(raw, dtype=byteorder + "u2").astype(np.uint32)
-        arr = (half << 16).view(np.float32)
-    else:
-        arr = np.frombuffer(raw, dtype=np.dtype(ref.stype.dtype).newbyteorder(byteorder))
-        arr = arr.astype(np.dtype(ref.stype.dtype).newbyteorder("="), copy=False)
-    cache[ref.key] = arr
-    return arr
+        raise PtLoadError("%s entry '%s' is missing from the zip" % (what, name)) from None
 
 
-def _as_tensor(storage, offset, size, stride):
-    """numpy copy of the view (offset, size, stride) of a 1-D storage array."""
+def _read_entry(zf, info):
+    """An entry's bytes, inflated chunk by chunk and never past its declared size
+    (which the caller has checked): a zip bomb stops where its header says."""
+    buf = bytearray()
+    with zf.open(info) as fh:
+        while len(buf) < info.file_size:
+            chunk = fh.read(min(CHUNK, info.file_size - len(buf)))
+            if not chunk:
+                raise PtLoadError("entry '%s' ends after %d of its %d bytes"
+                                  % (info.filename, len(buf), info.file_size))
+            buf += chunk
+    return buf
+
+
+def _directory_size(fh, file_size):
+    """Bytes of the zip's central directory, from its end record (zip64 too), read
+    before zipfile parses the directory: every entry listed there costs memory."""
+    tail_len = min(file_size, 22 + 0xFFFF)   # end record + the longest comment
+    fh.seek(file_size - tail_len)
+    tail = fh.read(tail_len)
+    at = tail.rfind(b"PK\x05\x06")
+    if at < 0 or at + 22 > len(tail):
+        return 0    # no end record: zipfile refuses the file by itself
+    size = struct.unpack_from("<I", tail, at + 12)[0]
+    if at >= 20 and tail[at - 20:at - 16] == b"PK\x06\x07":   # zipfile then reads zip64
+        fh.seek(struct.unpack_from("<Q", tail, at - 12)[0])
+        rec = fh.read(56)
+        if len(rec) == 56 and rec[:4] == b"PK\x06\x06":
+            size = struct.unpack_from("<Q", rec, 40)[0]
+    return min(size, file_size)
+
+
+# A directory entry takes 46 bytes + its name; torch's names ("archive/data/123")
+# make ~70. Allowing 256 bytes per entry bounds what zipfile builds before the
+# entry count itself can be checked.
+DIR_BYTES_PER_ENTRY = 256
+EXTRA_ENTRIES = 64      # data.pkl, version, byteorder, ... besides the storages
+
+
+def _open_zip(path, limits):
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as fh:
+            magic = fh.read(4)
+            dir_size = _directory_size(fh, size) if magic == b"PK\x03\x04" else 0
+    except OSError as e:
+        raise PtLoadError("cannot read: %s" % e.strerror) from None
+    if magic != b"PK\x03\x04":
+        if magic[:2] == b"\x80\x02" or magic[:1] == b"\x80":
+            raise PtLoadError("a legacy (pre-1.6, non-zip) torch file; re-save it with "
+                              "torch >= 1.6 (torch.save(..., _use_new_zipfile_serialization"
+                              "=True))")
+        raise PtLoadError("not a PyTorch zip checkpoint (no zip signature)")
+    if size > limits.max_bytes:
+        raise over("max_bytes", "file size", size, limits.max_bytes)
+    max_entries = limits.max_tensors + EXTRA_ENTRIES
+    if dir_size > max_entries * DIR_BYTES_PER_ENTRY:
+        raise over("max_tensors", "zip directory bytes (at most %d a tensor)"
+                   % DIR_BYTES_PER_ENTRY, dir_size, max_entries * DIR_BYTES_PER_ENTRY)
+    try:
+        zf = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
+        raise PtLoadError("broken zip: %s" % e) from None
+    if len(zf.infolist()) > max_entries:
+        zf.close()
+        raise over("max_tensors", "zip entries (the limit + %d)" % EXTRA_ENTRIES,
+                   len(zf.infolist()), max_entries)
+    return zf
+
+
+# ---- storages and tensors ------------------------------------------------------------
+
+class _Storages:
+    """The storage entries of one checkpoint, each read once (tensors share them),
+    their size checked against the pickle's before a byte is inflated."""
+
+    def __init__(self, zf, prefix, byteorder, limits):
+        self.zf, self.prefix, self.byteorder, self.limits = zf, prefix, byteorder, limits
+        self.cache = {}
+        self.total = 0
+
+    def array(self, ref):
+        """One storage as a 1-D native-order array."""
+        if ref.key in self.cache:
+            return self.cache[ref.key]
+        name = "%sdata/%s" % (self.prefix, ref.key)
+        info = _entry(self.zf, name, "storage")
+        nbytes = ref.numel * ref.stype.itemsize
+        if info.file_size != nbytes:
+            raise PtLoadError("storage '%s': the zip declares %d bytes, the pickle %d x %d"
+                              % (name, info.file_size, ref.numel, ref.stype.itemsize))
+        self.total += nbytes
+        if self.total > self.limits.max_bytes:
+            raise over("max_bytes", "bytes of storages (at '%s')" % name, self.total,
+                       self.limits.max_bytes)
+        raw = _read_entry(self.zf, info)
+        dtype = ref.stype.dtype
+        if dtype == "bfloat16":
+            half = np.frombuffer(raw, dtype=self.byteorder + "u2").astype(np.uint32)
+            arr = (half << 16).view(np.float32)
+        else:
+            arr = np.frombuffer(raw, dtype=np.dtype(dtype).newbyteorder(self.byteorder))
+            arr = arr.astype(np.dtype(dtype).newbyteorder("="), copy=False)
+        self.cache[ref.key] = arr
+        return arr
+
+
+def _view(offset, size, stride):
+    """Validated (offset, size, stride, numel, last element) of a tensor view."""
+    offset = int(offset)
     size = tuple(int(s) for s in size)
     stride = tuple(int(s) for s in stride)
     if len(size) != len(stride):
@@ -154,9 +261,14 @@ def _as_tensor(storage, offset, size, stride):
     numel = 1
     for s in size:
         numel *= s
+    last = offset + sum((n - 1) * st for n, st in zip(size, stride))
+    return offset, size, stride, numel, last
+
+
+def _as_tensor(storage, offset, size, stride, numel, last):
+    """numpy copy of a validated view of a 1-D storage array."""
     if numel == 0:
         return np.zeros(size, dtype=storage.dtype)
-    last = offset + sum((n - 1) * st for n, st in zip(size, stride))
     if last >= storage.shape[0]:
         raise PtLoadError("tensor (offset %d, size %s, stride %s) runs past its storage "
                           "of %d elements" % (offset, size, stride, storage.shape[0]))
@@ -447,19 +559,35 @@ def scan_pickle(data, limits):
 # ---- the restricted unpickler -------------------------------------------------
 
 class _Unpickler(pickle.Unpickler):
-    def __init__(self, data, zf, prefix, byteorder):
+    """Builds the checkpoint from a scanned pickle; its tensors count against
+    max_tensors and max_bytes."""
+
+    def __init__(self, data, storages, limits):
         super().__init__(io.BytesIO(data), encoding="utf-8")
-        self._zf = zf
-        self._prefix = prefix
-        self._byteorder = byteorder
-        self._cache = {}
+        self._storages = storages
+        self._limits = limits
+        self._tensors = 0
+        self._tensor_bytes = 0
 
     def _rebuild_tensor_v2(self, storage, offset, size, stride, requires_grad=False,
                            hooks=None, metadata=None):
         if not isinstance(storage, StorageRef):
             raise PtLoadError("_rebuild_tensor_v2 called without a storage")
-        arr = _storage_array(self._zf, self._prefix, storage, self._byteorder, self._cache)
-        return _as_tensor(arr, int(offset), size, stride)
+        lim = self._limits
+        self._tensors += 1
+        if self._tensors > lim.max_tensors:
+            raise over("max_tensors", "tensors", self._tensors, lim.max_tensors)
+        offset, size, stride, numel, last = _view(offset, size, stride)
+        # Checked before the storage is read and before the copy is made (a
+        # stride of 0 lets a small storage claim any number of elements).
+        self._tensor_bytes += numel * storage.stype.out_itemsize
+        if self._tensor_bytes > lim.max_bytes:
+            raise over("max_bytes", "bytes of tensors", self._tensor_bytes, lim.max_bytes)
+        if numel and last >= storage.numel:
+            raise PtLoadError("tensor (offset %d, size %s, stride %s) runs past its storage "
+                              "of %d elements" % (offset, size, stride, storage.numel))
+        arr = self._storages.array(storage)
+        return _as_tensor(arr, offset, size, stride, numel, last)
 
     @staticmethod
     def _rebuild_parameter(tensor, requires_grad=False, hooks=None):
@@ -495,57 +623,42 @@ class _Unpickler(pickle.Unpickler):
 
     def persistent_load(self, pid):
         if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"):
-            raise PtLoadError("unexpected persistent id %r" % (pid,))
+            raise PtLoadError("unexpected persistent id %.200r" % (pid,))
         _, stype, key, _location, numel = pid
         if not isinstance(stype, StorageType):
-            raise PtLoadError("persistent id names %r, not a torch storage type" % (stype,))
+            raise PtLoadError("persistent id names %.200r, not a torch storage type" % (stype,))
         if not isinstance(numel, int) or numel < 0:
-            raise PtLoadError("storage %r has a bad element count %r" % (key, numel))
+            raise PtLoadError("storage %.200r has a bad element count %.200r" % (key, numel))
         return StorageRef(stype, str(key), numel)
 
 
 def load(path, limits=None):
-    """Unpickles a .pt file safely within the limits; returns the saved object."""
-    limits = limits or Limits()
+    """Unpickles a .pt file safely within the limits; returns the saved object.
+    Every error names the file."""
     try:
-        with open(path, "rb") as fh:
-            magic = fh.read(4)
-    except OSError as e:
-        raise PtLoadError("cannot read %s: %s" % (path, e.strerror)) from None
-    if magic != b"PK\x03\x04":
-        if magic[:2] == b"\x80\x02" or magic[:1] == b"\x80":
-            raise PtLoadError("%s is a legacy (pre-1.6, non-zip) torch file; re-save it with "
-                              "torch >= 1.6 (torch.save(..., _use_new_zipfile_serialization"
-                              "=True))" % path)
-        raise PtLoadError("%s is not a PyTorch zip checkpoint (no zip signature)" % path)
-    try:
-        zf = zipfile.ZipFile(path)
-    except zipfile.BadZipFile as e:
-        raise PtLoadError("%s: broken zip: %s" % (path, e)) from None
-    with zf:
-        pkls = [n for n in zf.namelist() if n == "data.pkl" or n.endswith("/data.pkl")]
+        return _load(path, limits or Limits())
+    except PtLoadError as e:
+        raise PtLoadError("%s: %s" % (path, e)) from None
+
+
+def _load(path, limits):
+    with _open_zip(path, limits) as zf:
+        names = zf.namelist()
+        pkls = [n for n in names if n == "data.pkl" or n.endswith("/data.pkl")]
         if not pkls:
-            raise PtLoadError("%s: no data.pkl in the zip (not a torch checkpoint)" % path)
+            raise PtLoadError("no data.pkl in the zip (not a torch checkpoint)")
         pkls.sort(key=len)
         prefix = pkls[0][: -len("data.pkl")]
-        byteorder = "<"
-        if prefix + "byteorder" in zf.namelist():
-            bo = zf.read(prefix + "byteorder").strip()
-            if bo == b"big":
-                byteorder = ">"
-            elif bo != b"little":
-                raise PtLoadError("%s: unknown byteorder %r" % (path, bo))
         try:
-            info = zf.getinfo(pkls[0])
+            byteorder = _byteorder(zf, prefix, names)
+            info = _entry(zf, pkls[0], "pickle")
             if info.file_size > limits.max_pickle_bytes:
-                raise over("max_pickle_bytes", "%s: bytes of data.pkl" % path, info.file_size,
+                raise over("max_pickle_bytes", "bytes of data.pkl", info.file_size,
                            limits.max_pickle_bytes)
-            data = zf.read(info)
-            try:
-                scan_pickle(data, limits)
-            except PtLoadError as e:
-                raise PtLoadError("%s: %s" % (path, e)) from None
-            unpickler = _Unpickler(data, zf, prefix, byteorder)
+            data = bytes(_read_entry(zf, info))
+            scan_pickle(data, limits)
+            storages = _Storages(zf, prefix, byteorder, limits)
+            unpickler = _Unpickler(data, storages, limits)
             try:
                 return unpickler.load()
             finally:
@@ -556,9 +669,25 @@ def load(path, limits=None):
         except PtLoadError:
             raise
         except (pickle.UnpicklingError, EOFError, TypeError, ValueError, AttributeError,
-                IndexError, KeyError, zipfile.BadZipFile) as e:
-            raise PtLoadError("%s: cannot unpickle data.pkl: %s: %s"
-                              % (path, type(e).__name__, e)) from None
+                IndexError, KeyError, OverflowError, zipfile.BadZipFile, zlib.error) as e:
+            raise PtLoadError("cannot unpickle data.pkl: %s: %.300s"
+                              % (type(e).__name__, e)) from None
+
+
+def _byteorder(zf, prefix, names):
+    """'<' or '>' from the optional 'byteorder' entry (a few bytes at most)."""
+    name = prefix + "byteorder"
+    if name not in names:
+        return "<"
+    info = _entry(zf, name, "byteorder")
+    if info.file_size > 16:
+        raise PtLoadError("the byteorder entry declares %d bytes" % info.file_size)
+    bo = bytes(_read_entry(zf, info)).strip()
+    if bo == b"big":
+        return ">"
+    if bo != b"little":
+        raise PtLoadError("unknown byteorder %r" % bo)
+    return "<"
 
 
 def select_model(obj):
