@@ -8,7 +8,7 @@ Needs numpy only. Every checkpoint is built here: a small writer emits the
 storages as persistent ids), so neither torch nor external files are needed.
 
 Hostile checkpoints (pickles with huge memo indices, deep or flooding stacks,
-lengths past the end, zip bombs, too many tensors) must each be refused
+copies over and over, zip bombs, too many tensors) must each be refused
 cleanly within a time and an address-space limit.
 
 Each exported file is read back by an independent reader of
@@ -1031,6 +1031,9 @@ def long_pickle(*parts):
 
 
 def test_refuses_pickles_beyond_the_bounds():
+    encode = b"c_codecs\nencode\nq\x00"
+    text = b"X" + struct.pack("<I", 1 << 20) + b"a" * (1 << 20) + b"q\x01"
+    ints = b"".join(b"J" + struct.pack("<i", i) for i in range(50000))
     cases = [
         # a dict stored at memo index 2**31 - 16: the unpickler's memo array grows to it
         ("memo", long_pickle(b"}r", struct.pack("<I", 0x7FFFFFF0)), "memo index", "--max-memo"),
@@ -1041,6 +1044,15 @@ def test_refuses_pickles_beyond_the_bounds():
         ("tuple", long_pickle(b"})", b"\x85" * 300000, b"Ns"), "tuples nested", "--max-depth"),
         ("bytes", long_pickle(b"B", struct.pack("<I", 0x7FFFFFF0), b"ab"), "remain"),
         ("string", long_pickle(b"\x8d", struct.pack("<Q", 1 << 62), b"ab"), "remain"),
+        # set(list) of 50,000 ints, 20,000 times: a copy per call
+        ("copies", long_pickle(b"c__builtin__\nset\nq\x00]q\x01(", ints, b"e0]",
+                               b"h\x00h\x01\x85Ra" * 20000), "copies more elements"),
+        # a 1 MiB string encoded 2,000 times
+        ("encode", long_pickle(encode, text, b"0]", b"h\x00h\x01X\x06\x00\x00\x00latin1\x86Ra"
+                               * 2000), "encodes more text"),
+        # numpy.ndarray called directly allocates any shape
+        ("ndarray", long_pickle(b"cnumpy\nndarray\n\x8a\x06\x00\x00\x00\x00\x00\x01\x85\x85R"),
+         "cannot unpickle", "not callable"),
     ]
     for stem, data, *words in cases:
         expect_refusal(pt_with_pickle(stem, data), stem, "data.pkl", *words)

@@ -294,7 +294,9 @@ class Module:
         if not isinstance(state, dict):
             raise PtLoadError("%s: module state is a %s, not a dict"
                               % (self.cls, type(state).__name__))
-        self.__dict__.update(state)
+        # Taken, not copied: a pickle that gives one big state to many modules
+        # would otherwise make a copy of it per module.
+        self.__dict__ = state
 
     def child(self, name):
         mods = self.__dict__.get("_modules") or {}
@@ -350,7 +352,14 @@ MODULE_CLASSES = {
 
 # ---- numpy scalars/arrays (best_fitness) ----------------------------------
 
+class _NdarrayName:
+    """Stands for the global numpy.ndarray, which numpy's pickles only pass to
+    _reconstruct: the real class would let the pickle allocate any shape."""
+
+
 def _np_dtype(name, align=False, copy=False):
+    if not isinstance(name, str):
+        raise PtLoadError("numpy.dtype of a %s, not a type code" % type(name).__name__)
     dt = np.dtype(name, align, copy)
     if dt.hasobject:
         raise PtLoadError("numpy object arrays are refused")
@@ -358,15 +367,14 @@ def _np_dtype(name, align=False, copy=False):
 
 
 def _np_reconstruct(subtype, shape, dtype_code):
-    if subtype is not np.ndarray:
+    # numpy pickles an array as _reconstruct(ndarray, (0,), b'b') + its state;
+    # the state's data comes from the pickle itself, so nothing else is needed.
+    if not isinstance(subtype, _NdarrayName):
         raise PtLoadError("numpy.core.multiarray._reconstruct of a non-ndarray")
-    return np.ndarray.__new__(np.ndarray, shape, np.dtype(dtype_code))
-
-
-def _codecs_encode(text, encoding="utf-8"):
-    if encoding not in ("latin1", "latin-1", "utf-8", "utf8"):
-        raise PtLoadError("_codecs.encode with encoding %r is refused" % encoding)
-    return text.encode(encoding)
+    if shape != (0,):
+        raise PtLoadError("numpy.core.multiarray._reconstruct with shape %.40r, not (0,)"
+                          % (shape,))
+    return np.ndarray.__new__(np.ndarray, (0,), np.dtype(dtype_code))
 
 
 # ---- checking the pickle before it runs -----------------------------------------
@@ -559,15 +567,19 @@ def scan_pickle(data, limits):
 # ---- the restricted unpickler -------------------------------------------------
 
 class _Unpickler(pickle.Unpickler):
-    """Builds the checkpoint from a scanned pickle; its tensors count against
-    max_tensors and max_bytes."""
+    """Builds the checkpoint from a scanned pickle. The few callables it hands
+    out are wrapped so that nothing they build can outgrow the pickle itself:
+    tensors count against max_tensors and max_bytes, copies of containers
+    against the opcode count, encoded bytes against the pickle's length."""
 
-    def __init__(self, data, storages, limits):
+    def __init__(self, data, storages, limits, ops):
         super().__init__(io.BytesIO(data), encoding="utf-8")
         self._storages = storages
         self._limits = limits
         self._tensors = 0
         self._tensor_bytes = 0
+        self._copies_left = ops             # a pickle copies each container once
+        self._encode_left = len(data)       # encoded text comes from the pickle
 
     def _rebuild_tensor_v2(self, storage, offset, size, stride, requires_grad=False,
                            hooks=None, metadata=None):
@@ -595,6 +607,27 @@ class _Unpickler(pickle.Unpickler):
             raise PtLoadError("_rebuild_parameter called without a tensor")
         return tensor
 
+    def _copying(self, cls):
+        """cls(items), as a pickle calls set or OrderedDict, with the copy charged."""
+        def build(items=()):
+            self._copies_left -= len(items)
+            if self._copies_left < 0:
+                raise PtLoadError("data.pkl copies more elements into %s than it has "
+                                  "opcodes (a container rebuilt over and over)" % cls.__name__)
+            return cls(items)
+        return build
+
+    def _codecs_encode(self, text, encoding="utf-8"):
+        if encoding not in ("latin1", "latin-1", "utf-8", "utf8"):
+            raise PtLoadError("_codecs.encode with encoding %r is refused" % encoding)
+        if not isinstance(text, str):
+            raise PtLoadError("_codecs.encode of a %s" % type(text).__name__)
+        self._encode_left -= len(text)
+        if self._encode_left < 0:
+            raise PtLoadError("data.pkl encodes more text than it holds (a string "
+                              "encoded over and over)")
+        return text.encode(encoding)
+
     def find_class(self, module, name):
         if module in ("torch._utils",) and name == "_rebuild_tensor_v2":
             return self._rebuild_tensor_v2
@@ -603,18 +636,18 @@ class _Unpickler(pickle.Unpickler):
         if module == "torch" and name in STORAGE_DTYPES:
             return StorageType(name)
         if module == "collections" and name == "OrderedDict":
-            return collections.OrderedDict
+            return self._copying(collections.OrderedDict)
         if module in ("__builtin__", "builtins") and name == "set":
-            return set
+            return self._copying(set)
         if module in ("numpy.core.multiarray", "numpy._core.multiarray") \
                 and name == "_reconstruct":
             return _np_reconstruct
         if module == "numpy" and name == "ndarray":
-            return np.ndarray
+            return _NdarrayName()
         if module == "numpy" and name == "dtype":
             return _np_dtype
         if module == "_codecs" and name == "encode":
-            return _codecs_encode
+            return self._codecs_encode
         if name in MODULE_CLASSES.get(module, ()):
             return _stub_class(module + "." + name)
         raise PtLoadError("refusing the global '%s.%s' in the checkpoint's pickle "
@@ -656,9 +689,9 @@ def _load(path, limits):
                 raise over("max_pickle_bytes", "bytes of data.pkl", info.file_size,
                            limits.max_pickle_bytes)
             data = bytes(_read_entry(zf, info))
-            scan_pickle(data, limits)
+            ops = scan_pickle(data, limits)
             storages = _Storages(zf, prefix, byteorder, limits)
-            unpickler = _Unpickler(data, storages, limits)
+            unpickler = _Unpickler(data, storages, limits, ops)
             try:
                 return unpickler.load()
             finally:
