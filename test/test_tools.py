@@ -7,9 +7,9 @@ Needs numpy only. Every checkpoint is built here: a small writer emits the
 (classes whose __module__/__qualname__ are set to e.g. models.common.Conv,
 storages as persistent ids), so neither torch nor external files are needed.
 
-Hostile checkpoints (pickles with huge memo indices, deep or flooding stacks,
-copies over and over, zip bombs, too many tensors) must each be refused
-cleanly within a time and an address-space limit.
+Hostile checkpoints (a module tree that loops, pickles with huge memo
+indices, deep or flooding stacks, copies over and over, zip bombs, too many
+tensors) must each be refused cleanly within a time and an address-space limit.
 
 Each exported file is read back by an independent reader of
 docs/model-format.md (checking CRCs, alignment and sizes) and run by a numpy
@@ -1024,6 +1024,38 @@ def zeros_writer(nbytes):
 def storage_key(obj, storage):
     """The zip entry the writer gives a storage."""
     return "archive/data/%d" % pickled(obj)[1].index(storage)
+
+
+def test_refuses_module_tree_loop_and_depth():
+    obj = hostile_base()
+    seq = obj["ema"]._modules["model"]
+    seq._modules["5"]._modules["loop"] = seq     # was a hang, after writing the output
+    save_pt(obj, tmp("loop.pt"))
+    expect_refusal(tmp("loop.pt"), "loop", "loops", "'model.5.loop' is 'model'")
+    obj = hostile_base()
+    m = obj["ema"]._modules["model"]._modules["5"]._modules
+    for _ in range(100):
+        m["deeper"] = fake_global("torch.nn.modules.container", "Sequential")()
+        m["deeper"].__dict__.update(_modules=collections.OrderedDict())
+        m = m["deeper"]._modules
+    save_pt(obj, tmp("deep.pt"))
+    expect_refusal(tmp("deep.pt"), "deep", "module nesting", "--max-depth")
+
+
+def test_refuses_a_model_beyond_max_bytes():
+    # 60 layers share one 64x64x3x3 convolution and its BatchNorm: 74 KB of
+    # storage, read once, but each layer folds its own 147 KB float32 copy
+    n = Net(np.float16, 3)
+    first, convs = n.Conv(3, 64, 3), [n.Conv(64, 64, 3) for _ in range(60)]
+    for c in convs[1:]:
+        for sub in ("conv", "bn"):
+            c.obj._modules[sub] = convs[0].obj._modules[sub]
+    head = n.Head("Detect", 1, [[(4, 4)]], [1], [64])
+    obj, _ = n.model([(-1, first)] + [(-1, c) for c in convs] + [(-1, head)], nc=1)
+    save_pt(obj, tmp("sharedconv.pt"))
+    assert os.path.getsize(tmp("sharedconv.pt")) < 1 << 20
+    expect_refusal(tmp("sharedconv.pt"), "sharedconv", "bytes of weights", "--max-bytes",
+                   extra=["--max-bytes", str(2 << 20)])
 
 
 def long_pickle(*parts):

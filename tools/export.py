@@ -210,10 +210,15 @@ def pool_params(mp, where):
 class Graph:
     """Layers and tensors in file order, with output channels for checks."""
 
-    def __init__(self, in_channels):
+    def __init__(self, in_channels, max_bytes):
         self.layers = []
         self.tensors = []   # (name, float32 array)
         self.in_channels = in_channels
+        # Modules may share tensors in a pickle, and each use is a new copy here:
+        # the file's own limits and --max-bytes stop a small checkpoint from
+        # building a huge model.
+        self.max_bytes = max_bytes
+        self.nbytes = 0
 
     def channels(self, idx):
         return self.in_channels if idx == -1 else self.layers[idx]["c_out"]
@@ -221,6 +226,12 @@ class Graph:
     def add_tensor(self, name, arr):
         if len(name.encode()) > 55:
             name = name[:27] + "~" + name[-27:]
+        if len(self.tensors) >= MAX_TENSORS:
+            fail("graph", "more than %d tensors (the file format's limit)" % MAX_TENSORS)
+        self.nbytes += 4 * arr.size
+        if self.nbytes > self.max_bytes:
+            fail("graph", "%d bytes of weights, more than the limit of %d (--max-bytes)"
+                 % (self.nbytes, self.max_bytes))
         self.tensors.append((name, np.ascontiguousarray(arr, dtype=np.float32)))
         return len(self.tensors) - 1
 
@@ -228,6 +239,8 @@ class Graph:
             pad=0, eps=0.0, tensors=()):
         if not 1 <= len(inputs) <= MAX_INPUTS:
             fail("layer %d" % src, "%d inputs (1..%d allowed)" % (len(inputs), MAX_INPUTS))
+        if len(self.layers) >= MAX_LAYERS:
+            fail("graph", "more than %d layers (the file format's limit)" % MAX_LAYERS)
         self.layers.append(dict(type=ltype, act=act, alpha=alpha, inputs=list(inputs),
                                 c_out=int(c_out), kernel=kernel, stride=stride, pad=pad,
                                 eps=eps, tensors=list(tensors), src=src))
@@ -263,8 +276,9 @@ class Graph:
 # and returns the index of the last layer it emitted (the module's output).
 
 class Exporter:
-    def __init__(self, fuse):
+    def __init__(self, fuse, max_bytes):
         self.fuse = fuse
+        self.max_bytes = max_bytes
         self.graph = None
         self.act_counts = {}
         self.folded_implicit = 0   # elements of ImplicitA/M folded into the head
@@ -546,7 +560,7 @@ class Exporter:
         yaml = model.attr("yaml")
         if isinstance(yaml, dict) and isinstance(yaml.get("ch"), int):
             in_ch = yaml["ch"]
-        self.graph = Graph(in_ch)
+        self.graph = Graph(in_ch, self.max_bytes)
         out = {}
         for pos, m in enumerate(mods):
             if pos not in live:
@@ -759,17 +773,14 @@ def class_names(model, nc):
     return out
 
 
-def float_dtypes(obj):
-    """Float dtypes of every parameter/buffer under a module."""
+def float_dtypes(modules):
+    """Float dtypes of every parameter/buffer of the (path, module) pairs."""
     res = set()
-    stack = [obj]
-    while stack:
-        m = stack.pop()
+    for _, m in modules:
         for table in ("_parameters", "_buffers"):
-            for t in (m.attr(table) or {}).values():
+            for t in m.table(table).values():
                 if isinstance(t, np.ndarray) and t.dtype.kind == "f":
                     res.add(str(t.dtype))
-        stack.extend(c for _, c in m.children())
     return res
 
 
@@ -829,17 +840,19 @@ def export(args):
     limits = ptload.Limits(**{n: getattr(args, n) for n, _, _ in ptload.LIMITS})
     ckpt = ptload.load(args.input, limits)
     try:
-        result = build(args, name, ckpt)
+        result = build(args, name, limits, ckpt)
     except (ExportError, ptload.PtLoadError) as e:
         raise ExportError("%s: %s" % (args.input, e)) from None
     write_atomically(args.output, result["blob"])
     return result
 
 
-def build(args, name, ckpt):
+def build(args, name, limits, ckpt):
     """The model file's bytes, and what the summary reports, from a loaded checkpoint."""
     model, where = ptload.select_model(ckpt)
-    ex = Exporter(fuse=not args.no_fuse)
+    # Checked before anything walks the tree: a loop would never end.
+    modules = ptload.walk_modules(model, limits.max_depth)
+    ex = Exporter(fuse=not args.no_fuse, max_bytes=limits.max_bytes)
     graph = ex.run(model)
     shapes, macs = propagate(graph, 640, 640)
     head = ex.head
@@ -851,7 +864,7 @@ def build(args, name, ckpt):
     blob = serialize(graph, meta)
     params = sum(t.size for _, t in graph.tensors)
     return dict(name=name, where=where, graph=graph, params=params, macs=macs, blob=blob,
-                size=len(blob), head=head, dtypes=float_dtypes(model), ex=ex, act=main_act)
+                size=len(blob), head=head, dtypes=float_dtypes(modules), ex=ex, act=main_act)
 
 
 def summary(args, r):

@@ -14,8 +14,9 @@ Errors are raised as PtLoadError with a message meant for the user.
 
 A hostile file must not be able to make the loader hang or take unbounded
 memory: `Limits` bounds the zip, the pickle (checked opcode by opcode by
-`scan_pickle` before the C unpickler runs it), the storages and tensors. Each
-refusal names the limit, so that a caller with a real need can raise it.
+`scan_pickle` before the C unpickler runs it), the storages and tensors, and
+the module tree (`walk_modules`). Each refusal names the limit, so that a
+caller with a real need can raise it.
 """
 
 import collections
@@ -63,7 +64,7 @@ LIMITS = (
     ("max_stack", 100000,
      "items and marks on the unpickler's stack"),
     ("max_depth", 64,
-     "nesting depth of tuples in the pickle"),
+     "nesting depth of modules in the module tree and of tuples in the pickle"),
 )
 
 
@@ -298,19 +299,27 @@ class Module:
         # would otherwise make a copy of it per module.
         self.__dict__ = state
 
+    def table(self, name):
+        """_modules, _parameters or _buffers: a dict, empty if absent."""
+        t = self.__dict__.get(name)
+        if t is None:
+            return {}
+        if not isinstance(t, dict):
+            raise PtLoadError("%s: '%s' is a %s, not a dict"
+                              % (self.cls, name, type(t).__name__))
+        return t
+
     def child(self, name):
-        mods = self.__dict__.get("_modules") or {}
-        return mods.get(name)
+        return self.table("_modules").get(name)
 
     def children(self):
         """(name, module) pairs of _modules, skipping None values."""
-        mods = self.__dict__.get("_modules") or {}
-        return [(k, v) for k, v in mods.items() if v is not None]
+        return [(k, v) for k, v in self.table("_modules").items() if v is not None]
 
     def tensor(self, name):
         """A parameter or buffer (numpy array), or None if absent."""
         for table in ("_parameters", "_buffers"):
-            t = (self.__dict__.get(table) or {}).get(name)
+            t = self.table(table).get(name)
             if t is not None:
                 return t
         return None
@@ -330,6 +339,42 @@ def _stub_class(path):
         kind = path.rsplit(".", 1)[1]
         _STUB_CACHE[path] = type(kind, (Module,), {"cls": path, "kind": kind})
     return _STUB_CACHE[path]
+
+
+def _show_path(path):
+    return path or "(the model itself)"
+
+
+def walk_modules(root, max_depth):
+    """Every module under root once, parents first, as (path, module) with
+    state_dict-style paths ('model.3.conv'). A module tree that loops or nests
+    deeper than max_depth is refused: code that walks it would never end."""
+    order = [("", root)]
+    on_path = {id(root): ""}        # the modules from the root to the current one
+    done = set()
+    stack = [(root, "", iter(root.children()))]
+    while stack:
+        mod, path, todo = stack[-1]
+        nxt = next(todo, None)
+        if nxt is None:
+            stack.pop()
+            del on_path[id(mod)]
+            done.add(id(mod))
+            continue
+        name, sub = nxt
+        if not isinstance(sub, Module) or id(sub) in done:
+            continue
+        sub_path = "%s.%s" % (path, name) if path else str(name)
+        if id(sub) in on_path:
+            raise PtLoadError("the module tree loops: '%s' is '%s', one of its own parents"
+                              % (sub_path, _show_path(on_path[id(sub)])))
+        if len(stack) > max_depth:      # sub is len(stack) levels below the root
+            raise over("max_depth", "module nesting at '%s'" % sub_path[:200], len(stack),
+                       max_depth)
+        on_path[id(sub)] = sub_path
+        order.append((sub_path, sub))
+        stack.append((sub, sub_path, iter(sub.children())))
+    return order
 
 
 # Module classes a YOLOv7 checkpoint may contain (module path -> class names).
