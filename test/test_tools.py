@@ -9,7 +9,8 @@ storages as persistent ids), so neither torch nor external files are needed.
 
 Hostile checkpoints (a module tree that loops, pickles with huge memo
 indices, deep or flooding stacks, copies over and over, zip bombs, too many
-tensors) must each be refused cleanly within a time and an address-space limit.
+tensors, and single-byte mutations of a real-format pickle) must each be
+refused cleanly within a time and an address-space limit.
 
 Each exported file is read back by an independent reader of
 docs/model-format.md (checking CRCs, alignment and sizes) and run by a numpy
@@ -20,12 +21,17 @@ IDetect = conv(x + a) * m).
 """
 
 import collections
+import contextlib
 import hashlib
 import io
+import json
 import os
 import pickle
+import pickletools
+import random
 import resource
 import shutil
+import signal
 import struct
 import subprocess
 import sys
@@ -887,6 +893,26 @@ def test_rejects_bad_shapes_and_groups():
     expect_failure(tmp("hw.pt"), tmp("hw.bin"), "height/width")
 
 
+def test_rejects_values_the_file_cannot_hold():
+    cases = []
+    obj, _ = tiny_net()
+    obj._modules["model"]._modules["0"]._modules["act"].negative_slope = 1e300
+    cases.append(("slope", obj, ("layer 0", "slope", "float32")))
+    obj, _ = tiny_net()
+    obj._modules["model"]._modules["6"].scale_factor = float(2 ** 40)
+    cases.append(("scale", obj, ("layer 6", "kernel", "out of range")))
+    obj, _ = tiny_net(np.float32)
+    bn = obj._modules["model"]._modules["2"]._modules["bn"]
+    bn.eps = 1e-300     # 0 in float32: with a zero variance, BN folds to 1/0
+    bn._buffers["running_var"] = as_tensor(np.zeros(16, np.float32))
+    cases.append(("eps", obj, ("model.2.conv.weight", "infinite or NaN")))
+    for stem, obj, words in cases:
+        save_pt(obj, tmp(stem + ".pt"))
+        expect_failure(tmp(stem + ".pt"), tmp(stem + ".bin"), *words)
+        _, msg = run_export(tmp(stem + ".pt"), tmp(stem + ".bin"))
+        assert len(msg.strip().splitlines()) == 1 and "unexpected data" not in msg, msg
+
+
 def test_keeps_existing_output_on_failure():
     out = tmp("keep.bin")
     open(out, "wb").write(b"old")
@@ -931,6 +957,11 @@ def test_help():
 MEM_LIMIT = 1 << 30
 TIME_LIMIT = 10
 PEAK_MARGIN_KIB = 100 << 10
+MUTATIONS = int(os.environ.get("LIBYOLO_MUTATIONS", "1000"))
+
+
+class Hang(BaseException):
+    """Raised by the alarm in the mutation driver: a case that would not end."""
 
 
 def _limit_memory():
@@ -978,11 +1009,11 @@ def baseline_peak():
 
 
 def check_refusal(pt, out, rc, msg):
-    """The clean-refusal rules, for one run."""
+    """The clean-refusal rules, for one run (subprocess or in-process)."""
     lines = msg.strip().splitlines()
     assert rc == 1 and len(lines) == 1 and lines[0].startswith("export.py: error: %s: " % pt), \
         "not a clean refusal (status %s): %s" % (rc, msg[-3000:])
-    for net in ("out of memory", "nesting too deep"):    # main()'s last resort, not a limit
+    for net in ("out of memory", "nesting too deep", "unexpected data"):   # the last resorts
         assert net not in msg, "refused by the last-resort handler: %s" % msg
     assert not leftovers(out), "output left behind: %s" % leftovers(out)
 
@@ -1143,6 +1174,108 @@ def test_refuses_too_many_tensors():
                    extra=["--max-tensors", "100"])
 
 
+# -- single-byte mutations of a real-format pickle, run in one process (a
+#    subprocess per case would take minutes) under the same limits
+
+WIDE_ARGS = {"LONG_BINPUT", "LONG_BINGET", "BININT", "BINUNICODE", "BINSTRING", "BINBYTES",
+             "BINPUT", "BINGET", "BININT1", "BININT2", "SHORT_BINSTRING"}
+
+
+def mutation_cases(data, n, seed=11):
+    """n (position, byte) changes: a third on opcodes, a third in the arguments
+    that carry memo indices, lengths and integers, a third anywhere."""
+    rng = random.Random(seed)
+    ops, args = [], []
+    for op, _, pos in pickletools.genops(data):
+        ops.append(pos)
+        if op.name in WIDE_ARGS:
+            args.extend(range(pos + 1, pos + 1 + op.arg.n))
+    codes = [op.code.encode("latin-1")[0] for op in pickletools.opcodes]
+    cases = []
+    for i in range(n):
+        if i % 3 == 0:
+            cases.append((rng.choice(ops), rng.choice(codes)))
+        elif i % 3 == 1:
+            cases.append((rng.choice(args), rng.choice([0x00, 0x7F, 0x80, 0xFF,
+                                                         rng.randrange(256)])))
+        else:
+            cases.append((rng.randrange(len(data)), rng.randrange(256)))
+    return cases
+
+
+def mutation_driver(base, n, report):
+    """Exports n mutations of base's data.pkl in this process; writes a JSON report."""
+    sys.path.insert(0, TOOLS)
+    import export
+    with zipfile.ZipFile(base) as zf:
+        entries = [(i.filename, zf.read(i)) for i in zf.infolist()]
+    data = dict(entries)["archive/data.pkl"]
+    work = os.path.dirname(report)
+    pt, out = os.path.join(work, "mutant.pt"), os.path.join(work, "mutant.bin")
+
+    def alarm(signum, frame):
+        raise Hang()
+    signal.signal(signal.SIGALRM, alarm)
+    results = []
+    for pos, value in mutation_cases(data, n):
+        with zipfile.ZipFile(pt, "w") as zf:
+            for name, blob in entries:
+                zf.writestr(name, data[:pos] + bytes([value]) + data[pos + 1:]
+                            if name == "archive/data.pkl" else blob)
+        err = io.StringIO()
+        start = time.monotonic()
+        signal.alarm(TIME_LIMIT)
+        try:
+            with contextlib.redirect_stderr(err):
+                rc, escaped = export.main([pt, out, "--quiet"]), None
+        except BaseException:        # what the test is looking for (Hang included)
+            rc, escaped = None, traceback.format_exc()[-3000:]
+        finally:
+            signal.alarm(0)
+        secs = time.monotonic() - start
+        problem = escaped
+        if rc == 0:
+            try:
+                read_model(out)
+            except Exception:
+                problem = "exported an unreadable file: %s" % traceback.format_exc()[-1000:]
+            os.unlink(out)
+        elif problem is None:
+            try:
+                check_refusal(pt, out, rc, err.getvalue())
+            except AssertionError as e:
+                problem = str(e)
+        results.append(dict(pos=pos, value=value, rc=rc, secs=secs, problem=problem,
+                            msg=err.getvalue().strip()))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with open(report, "w") as fh:
+        json.dump(dict(results=results, peak=peak), fh)
+    shutil.rmtree(TMP, ignore_errors=True)
+
+
+def test_mutated_pickles_export_or_refuse_cleanly():
+    save_pt(hostile_base(), tmp("mutate.pt"))
+    os.makedirs(tmp("mutations"), exist_ok=True)
+    report = os.path.join(tmp("mutations"), "report.json")
+    rc, msg, secs, peak = bounded_run(
+        [sys.executable, os.path.abspath(__file__), "--mutations", tmp("mutate.pt"),
+         str(MUTATIONS), report], timeout=TIME_LIMIT + MUTATIONS)
+    assert rc == 0, "the mutation driver failed: %s" % msg[-3000:]
+    r = json.load(open(report))
+    bad = [c for c in r["results"] if c["problem"]]
+    assert not bad, "%d of %d mutations not handled cleanly, e.g. byte %d -> 0x%02x: %s" % (
+        len(bad), len(r["results"]), bad[0]["pos"], bad[0]["value"], bad[0]["problem"])
+    slowest = max(c["secs"] for c in r["results"])
+    assert slowest < TIME_LIMIT
+    assert r["peak"] <= baseline_peak() + PEAK_MARGIN_KIB, \
+        "peak RSS %d KiB over %d mutations, a normal export %d KiB" % (
+            r["peak"], len(r["results"]), baseline_peak())
+    refused = sum(c["rc"] == 1 for c in r["results"])
+    print("     %d mutations: %d refused, %d exported; slowest %.3f s, peak RSS %d MiB"
+          % (len(r["results"]), refused, len(r["results"]) - refused, slowest,
+             r["peak"] >> 10))
+
+
 def main():
     tests = [(n, f) for n, f in sorted(globals().items()) if n.startswith("test_")]
     passed = failed = 0
@@ -1161,4 +1294,7 @@ def main():
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--mutations"]:
+        mutation_driver(sys.argv[2], int(sys.argv[3]), sys.argv[4])
+        sys.exit(0)
     sys.exit(main())

@@ -37,6 +37,8 @@ MAX_LAYERS = 4096
 MAX_TENSORS = 65536
 MAX_INPUTS = 16
 NO_TENSOR = 0xFFFFFFFF
+INT32_MAX = 2 ** 31 - 1
+FLT_MAX = float(np.finfo(np.float32).max)
 
 CONV, CONV2D, BATCHNORM, ACT, MAXPOOL, MP, SP, CONCAT, UPSAMPLE, SHORTCUT, REORG, ADD, \
     DETECT = range(1, 14)
@@ -119,13 +121,13 @@ class ConvSpec:
             fail(where, "expected a Conv2d, found %s" % conv.cls)
         groups = conv.attr("groups", 1)
         if groups != 1:
-            fail(where, "grouped convolution (groups=%r) is not supported" % groups)
+            fail(where, "grouped convolution (groups=%r) is not supported" % (groups,))
         if pair(conv.attr("dilation", 1), "dilation", where) != 1:
             fail(where, "dilated convolution is not supported")
         if conv.attr("padding_mode", "zeros") != "zeros":
-            fail(where, "padding_mode %r is not supported" % conv.attr("padding_mode"))
+            fail(where, "padding_mode %r is not supported" % (conv.attr("padding_mode"),))
         if isinstance(conv.attr("padding"), str):
-            fail(where, "string padding %r is not supported" % conv.attr("padding"))
+            fail(where, "string padding %r is not supported" % (conv.attr("padding"),))
         self.k = pair(conv.attr("kernel_size"), "kernel_size", where)
         self.s = pair(conv.attr("stride", 1), "stride", where)
         self.p = pair(conv.attr("padding", 0), "padding", where)
@@ -232,6 +234,9 @@ class Graph:
         if self.nbytes > self.max_bytes:
             fail("graph", "%d bytes of weights, more than the limit of %d (--max-bytes)"
                  % (self.nbytes, self.max_bytes))
+        if not np.all(np.isfinite(arr)):
+            fail(name, "infinite or NaN values after folding (extreme BatchNorm or implicit "
+                       "values)")
         self.tensors.append((name, np.ascontiguousarray(arr, dtype=np.float32)))
         return len(self.tensors) - 1
 
@@ -241,6 +246,14 @@ class Graph:
             fail("layer %d" % src, "%d inputs (1..%d allowed)" % (len(inputs), MAX_INPUTS))
         if len(self.layers) >= MAX_LAYERS:
             fail("graph", "more than %d layers (the file format's limit)" % MAX_LAYERS)
+        # what the file's int32/float32 fields can hold
+        for what, v in (("channels", c_out), ("kernel", kernel), ("stride", stride),
+                        ("padding", pad)):
+            if not 0 <= v <= INT32_MAX:
+                fail("layer %d" % src, "%s %d out of range" % (what, v))
+        for what, v in (("slope", alpha), ("eps", eps)):
+            if not abs(v) <= FLT_MAX:
+                fail("layer %d" % src, "%s %r is not a finite float32" % (what, v))
         self.layers.append(dict(type=ltype, act=act, alpha=alpha, inputs=list(inputs),
                                 c_out=int(c_out), kernel=kernel, stride=stride, pad=pad,
                                 eps=eps, tensors=list(tensors), src=src))
@@ -406,7 +419,8 @@ class Exporter:
             fail(where, "expected one input, 'f' names %d" % len(inputs))
         if kind == "Concat":
             if mod.attr("d", 1) != 1:
-                fail(where, "concatenation along dimension %r is not supported" % mod.attr("d"))
+                fail(where, "concatenation along dimension %r is not supported"
+                     % (mod.attr("d"),))
             return g.add(CONCAT, inputs, sum(g.channels(i) for i in inputs), src)
         if kind == "Shortcut":
             if len(inputs) != 2:
@@ -431,7 +445,7 @@ class Exporter:
             return g.add(MAXPOOL, one, g.channels(one[0]), src, kernel=k, stride=s, pad=p)
         if kind == "Upsample":
             if mod.attr("mode", "nearest") != "nearest":
-                fail(where, "Upsample mode %r is not supported" % mod.attr("mode"))
+                fail(where, "Upsample mode %r is not supported" % (mod.attr("mode"),))
             if mod.attr("size") is not None:
                 fail(where, "Upsample with a fixed size is not supported")
             f = mod.attr("scale_factor")
@@ -840,9 +854,16 @@ def export(args):
     limits = ptload.Limits(**{n: getattr(args, n) for n, _, _ in ptload.LIMITS})
     ckpt = ptload.load(args.input, limits)
     try:
-        result = build(args, name, limits, ckpt)
+        with np.errstate(all="ignore"):     # non-finite results are refused explicitly
+            result = build(args, name, limits, ckpt)
     except (ExportError, ptload.PtLoadError) as e:
         raise ExportError("%s: %s" % (args.input, e)) from None
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError, OverflowError,
+            struct.error) as e:
+        # A value of a type or size that no check expected: still the
+        # checkpoint's fault (valid ones never get here), said in one line.
+        raise ExportError("%s: unexpected data in the checkpoint (%s: %s)"
+                          % (args.input, type(e).__name__, e)) from None
     write_atomically(args.output, result["blob"])
     return result
 
@@ -897,12 +918,18 @@ def summary(args, r):
     print("\n".join(lines))
 
 
+def one_line(msg, limit=1000):
+    """Messages quote values from the checkpoint: keep them on one line, and short."""
+    msg = " ".join(msg.split())
+    return msg if len(msg) <= limit else msg[:limit] + " ..."
+
+
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
         result = export(args)
     except (ExportError, ptload.PtLoadError) as e:
-        print("export.py: error: %s" % e, file=sys.stderr)
+        print("export.py: error: %s" % one_line(str(e)), file=sys.stderr)
         return 1
     except OSError as e:
         print("export.py: error: %s: %s" % (e.filename or args.input, e.strerror),

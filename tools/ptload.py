@@ -416,7 +416,7 @@ def _np_reconstruct(subtype, shape, dtype_code):
     # the state's data comes from the pickle itself, so nothing else is needed.
     if not isinstance(subtype, _NdarrayName):
         raise PtLoadError("numpy.core.multiarray._reconstruct of a non-ndarray")
-    if shape != (0,):
+    if not isinstance(shape, tuple) or shape != (0,):
         raise PtLoadError("numpy.core.multiarray._reconstruct with shape %.40r, not (0,)"
                           % (shape,))
     return np.ndarray.__new__(np.ndarray, (0,), np.dtype(dtype_code))
@@ -663,7 +663,8 @@ class _Unpickler(pickle.Unpickler):
         return build
 
     def _codecs_encode(self, text, encoding="utf-8"):
-        if encoding not in ("latin1", "latin-1", "utf-8", "utf8"):
+        if not isinstance(encoding, str) or encoding not in ("latin1", "latin-1", "utf-8",
+                                                             "utf8"):
             raise PtLoadError("_codecs.encode with encoding %r is refused" % encoding)
         if not isinstance(text, str):
             raise PtLoadError("_codecs.encode of a %s" % type(text).__name__)
@@ -700,7 +701,8 @@ class _Unpickler(pickle.Unpickler):
                           % (module, name))
 
     def persistent_load(self, pid):
-        if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"):
+        if not (isinstance(pid, tuple) and len(pid) == 5 and isinstance(pid[0], str)
+                and pid[0] == "storage"):
             raise PtLoadError("unexpected persistent id %.200r" % (pid,))
         _, stype, key, _location, numel = pid
         if not isinstance(stype, StorageType):
@@ -768,6 +770,11 @@ def _byteorder(zf, prefix, names):
     return "<"
 
 
+def _present(value):
+    """Truthiness, without asking an array (whose truth value raises)."""
+    return value.size > 0 if isinstance(value, np.ndarray) else bool(value)
+
+
 def select_model(obj):
     """The model a loader would use: `ema` if truthy, else `model`, or the
     object itself if the file is a bare pickled model. Returns (model, where)."""
@@ -778,7 +785,7 @@ def select_model(obj):
                           % type(obj).__name__)
     for key in ("ema", "model"):
         m = obj.get(key)
-        if m:
+        if _present(m):
             if not isinstance(m, Module):
                 raise PtLoadError("checkpoint['%s'] is a %s, not a model"
                                   % (key, type(m).__name__))
